@@ -163,15 +163,17 @@ def validate(doc: Document, model: type[M], prefix: PathKey = ()) -> M:
     data: Any = doc.data
     for part in prefix:
         data = data[part] if data is not None else None
+    if data is None:
+        data = {}
     try:
-        return model.model_validate({} if data is None else data)
+        return model.model_validate(data)
     except ValidationError as exc:
         errors = sorted(
             exc.errors(),
-            key=lambda e: _order(doc.locate((*prefix, *_clean_loc(e["loc"])))),
+            key=lambda e: _order(doc.locate((*prefix, *_clean_loc(e["loc"], data)))),
         )
         first = errors[0]
-        loc = _clean_loc(first["loc"])
+        loc = _clean_loc(first["loc"], data)
         raise doc.error((*prefix, *loc), _describe(model, loc, first)) from None
 
 
@@ -179,10 +181,26 @@ def _order(pos: Position | None) -> tuple[int, int]:
     return (pos.line, pos.column) if pos else (0, 0)
 
 
-def _clean_loc(loc: tuple[Any, ...]) -> PathKey:
-    # pydantic inserts union-member and validator names (e.g. 'function-after[...]', 'list[str]',
-    # 'int') into locations; they are not keys in the operator's file.
-    return tuple(p for p in loc if isinstance(p, int) or not _is_synthetic(p))
+def _clean_loc(loc: tuple[Any, ...], data: Any) -> PathKey:
+    """The part of a pydantic error location that names keys and indexes in the operator's file.
+
+    pydantic inserts union-member, validator and discriminator-tag names (e.g. 'function-after[...]',
+    'list[str]', 'int', a tag) into locations. A name that is not a key of the mapping it would index
+    is such a marker, unless it is the last part: then it is a missing field.
+    """
+    out: list[str | int] = []
+    current = data
+    for i, part in enumerate(loc):
+        if isinstance(part, str) and _is_synthetic(part):
+            continue
+        is_key = isinstance(current, dict) and part in current
+        is_index = isinstance(current, list) and isinstance(part, int) and 0 <= part < len(current)
+        if is_key or is_index:
+            current = current[part]
+        elif not (isinstance(current, dict) and i == len(loc) - 1):
+            continue
+        out.append(part)
+    return tuple(out)
 
 
 def _is_synthetic(part: str) -> bool:
@@ -201,8 +219,52 @@ def _describe(model: type[BaseModel], loc: PathKey, err: Any) -> str:
         return msg
     if err["type"] == "missing":
         return "required field is missing"
+    explained = _type_hint(err["type"], err.get("input")) or _bound(err["type"], err.get("ctx") or {})
+    if explained:
+        return explained
     msg = str(err["msg"])
     return msg.removeprefix("Value error, ").removeprefix("Assertion failed, ")
+
+
+_BOUNDS = {
+    "greater_than": ("gt", "must be greater than"),
+    "greater_than_equal": ("ge", "must be at least"),
+    "less_than": ("lt", "must be less than"),
+    "less_than_equal": ("le", "must be at most"),
+}
+
+
+def _bound(kind: str, ctx: dict[str, Any]) -> str | None:
+    if kind not in _BOUNDS:
+        return None
+    key, text = _BOUNDS[kind]
+    return f"{text} {ctx[key]}"
+
+
+def _type_hint(kind: str, value: Any) -> str | None:
+    """Explain YAML's implicit typing, the usual cause of a type error in a hand-written file.
+
+    The offending value is never echoed: it may be a secret typed into the wrong field.
+    """
+    if kind == "string_type":
+        if isinstance(value, bool):
+            return "expected a string, but YAML reads this unquoted value as a boolean: quote it"
+        if isinstance(value, int | float):
+            return "expected a string, but YAML reads this unquoted value as a number: quote it"
+        if value is None:
+            return "expected a string, but the value is empty"
+        return None
+    if kind in ("int_type", "float_type") and isinstance(value, str):
+        return "expected a number, but the value is a quoted string: remove the quotes"
+    if kind in ("int_type", "float_type") and isinstance(value, bool):
+        return "expected a number, not a boolean"
+    if kind == "bool_type" and isinstance(value, str):
+        return "expected true or false, unquoted"
+    if kind in ("model_type", "dict_type"):
+        return "expected a mapping of settings" + (", but the value is empty" if value is None else "")
+    if kind == "list_type":
+        return "expected a list" + (", but the value is empty" if value is None else "")
+    return None
 
 
 def _fields_at(model: type[BaseModel], path: PathKey) -> list[str]:

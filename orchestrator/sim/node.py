@@ -6,12 +6,25 @@ behaviour (service control manager, IIS, processes, site) lives behind it.
 
 from __future__ import annotations
 
+import asyncio
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from typing import Any
 
-from orchestrator.sim.config import Endpoint, Latency, NodeSim, Resets, SimConfig, WinRMDown, WrongCredentials
+from orchestrator.sim.cmd import run_command_line
+from orchestrator.sim.config import (
+    Endpoint,
+    Latency,
+    NodeSim,
+    Resets,
+    SimConfig,
+    UnhealthyAfterStart,
+    WinRMDown,
+    WrongCredentials,
+)
 from orchestrator.sim.events import EventLog
+from orchestrator.sim.iis import Iis
+from orchestrator.sim.scm import Service, ServiceControlManager, ServiceState
 
 
 class SimNode:
@@ -25,6 +38,13 @@ class SimNode:
         self._events = events
         self._winrm_watchers: list[Callable[[bool], None]] = []
         self.index = index
+        self.scm = ServiceControlManager(self)
+        self.iis = Iis(self)
+        # Set by the unhealthy_after_start fault on the first W3SVC start after boot.
+        self.site_unhealthy = False
+        self._winrm_up = False
+        self._booted = False
+        self._tasks: set[asyncio.Task[Any]] = set()
 
     # --- TRANSPORT surface ------------------------------------------------------------------------
 
@@ -53,7 +73,7 @@ class SimNode:
 
     def winrm_running(self) -> bool:
         """Whether the WinRM service runs, i.e. whether its listeners accept connections."""
-        raise NotImplementedError  # filled in by the service control manager
+        return self.scm.state("WinRM") == ServiceState.Running
 
     def on_winrm_change(self, callback: Callable[[bool], None]) -> None:
         """Call `callback(running)` whenever WinRM enters or leaves the Running state."""
@@ -62,6 +82,62 @@ class SimNode:
     def _notify_winrm(self, running: bool) -> None:
         for cb in list(self._winrm_watchers):
             cb(running)
+
+    # --- machine state ------------------------------------------------------------------------------
+
+    async def boot(self) -> None:
+        """Power on: every service Running except what the faults say, pools started and warm."""
+        self.scm.on_state(self.iis.service_changed)
+        self.scm.on_state(self._service_changed)
+        self.scm.set_stop_work(self.iis.service_stopping)
+        self.scm.boot()
+        self.iis.boot()
+        self._winrm_up = self.winrm_running()
+        self._booted = True
+        self.record("boot", winrm=self._winrm_up)
+
+    def spawn(self, work: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
+        """Run `work` as one of the node's background tasks (cancelled by close())."""
+        task = asyncio.ensure_future(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    def spawn_detached(self, command_line: str) -> int:
+        """Start a process outside any WinRM shell (Win32_Process.Create); returns its PID."""
+        image = command_line.strip().split(" ", 1)[0].strip('"').rsplit("\\", 1)[-1]
+        name = image[:-4] if image.lower().endswith(".exe") else image
+        proc = self.iis.processes.spawn(name or "cmd", command_line)
+        self.record("process_created", pid=proc.pid, command_line=command_line)
+
+        async def run() -> None:
+            out: list[str] = []
+            try:
+                code = await run_command_line(self, command_line, out.append, out.append)
+            finally:
+                self.iis.processes.exit(proc.pid)
+            self.record("process_exited", pid=proc.pid, exit_code=code, output="".join(out))
+
+        task = self.spawn(run())
+        proc.on_kill = lambda _source: task.cancel()
+        return proc.pid
+
+    async def close(self) -> None:
+        """Stop the node's background work (transitions, detached processes, draining workers)."""
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await self.scm.close()
+
+    def _service_changed(self, svc: Service, state: ServiceState, abrupt: bool) -> None:
+        if svc.name == "WinRM":
+            running = state == ServiceState.Running
+            if running != self._winrm_up:
+                self._winrm_up = running
+                self._notify_winrm(running)
+        if svc.name == "W3SVC" and state == ServiceState.Running and self._booted:
+            self.site_unhealthy = self.has_fault(UnhealthyAfterStart)
 
     # --- faults -----------------------------------------------------------------------------------
 

@@ -1,0 +1,219 @@
+"""The `orchestrator` command: validate, plan, run, status, report, schema, sim."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, NoReturn
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from orchestrator import __version__
+from orchestrator.results import ExitCode
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    help="Safe rolling restarts of Windows/IIS farms over WinRM. Graceful, verified, resumable.",
+)
+out = Console(highlight=False)
+err = Console(stderr=True, highlight=False)
+
+InventoryArg = Annotated[Path, typer.Argument(help="The inventory YAML file.", show_default=False)]
+
+
+def _fail(message: str, code: ExitCode) -> NoReturn:
+    err.print(f"[bold red]error:[/] {message}", markup=True, soft_wrap=True)
+    raise typer.Exit(int(code))
+
+
+def _load(path: Path):  # type: ignore[no-untyped-def]
+    from orchestrator.inventory import load_inventory
+    from orchestrator.yamlsource import SourceError
+
+    try:
+        inv = load_inventory(path)
+    except SourceError as exc:
+        _fail(str(exc), ExitCode.INVALID_INPUT)
+    for warning in inv.warnings:
+        err.print(f"[yellow]warning:[/] {warning}", soft_wrap=True)
+    return inv
+
+
+@app.command()
+def validate(inventory: InventoryArg) -> None:
+    """Check an inventory and its rollout policy without contacting any node."""
+    from orchestrator.rollout import InvalidInput, static_plan
+
+    inv = _load(inventory)
+    try:
+        plan = static_plan(inv)
+    except InvalidInput as exc:
+        _fail(str(exc), ExitCode.INVALID_INPUT)
+    out.print(f"{inventory}: OK ({len(inv.nodes)} nodes, {len(plan.batches)} batches, strategy {plan.strategy})")
+
+
+@app.command()
+def plan(
+    inventory: InventoryArg,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the plan as JSON.")] = False,
+) -> None:
+    """Show the batches and limits a run would follow (no node is contacted)."""
+    from orchestrator.rollout import InvalidInput, static_plan
+
+    inv = _load(inventory)
+    try:
+        p = static_plan(inv)
+    except InvalidInput as exc:
+        _fail(str(exc), ExitCode.INVALID_INPUT)
+    if as_json:
+        out.print_json(json.dumps(p.to_json()))
+        return
+    table = Table(title=f"{inventory}: strategy {p.strategy}, order {p.order}")
+    table.add_column("batch", justify="right")
+    table.add_column("nodes")
+    for i, batch in enumerate(p.batches, 1):
+        table.add_row(str(i), ", ".join(batch))
+    out.print(table)
+    limits = p.limits
+    out.print(
+        f"max unavailable {limits.max_unavailable}, capacity floor {limits.min_healthy} healthy"
+        + (f", window {limits.window}" if limits.window else "")
+        + (f", groups {dict(limits.groups)}" if limits.groups else "")
+    )
+
+
+@app.command()
+def run(
+    inventory: InventoryArg,
+    report: Annotated[Path | None, typer.Option(help="Write the JSON report here.")] = None,
+    events: Annotated[Path | None, typer.Option(help="Append the JSONL event stream here.")] = None,
+    junit: Annotated[Path | None, typer.Option(help="Write a JUnit XML report here.")] = None,
+    html: Annotated[Path | None, typer.Option(help="Write an HTML timeline here.")] = None,
+    log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "warning",
+) -> None:
+    """Roll the restart over the farm. Exit codes: see `docs/results.md`."""
+    from orchestrator.log import configure_logging
+    from orchestrator.report import print_summary, write_html, write_json_report, write_junit
+    from orchestrator.report.console import LiveProgress
+    from orchestrator.report.events import EventStream, RunFinished
+    from orchestrator.results import compute_totals, exit_code_for
+    from orchestrator.rollout import InvalidInput, Locked, Rollout, RunOptions
+
+    configure_logging(log_level)
+    inv = _load(inventory)
+    stream = EventStream(events) if events else None
+    live = sys.stdout.isatty()
+    progress = LiveProgress([n.name for n in inv.nodes], out, enabled=live)
+    rollout = Rollout(inv, RunOptions(recorder_events=stream, progress=progress))
+    try:
+        with progress:
+            result = asyncio.run(rollout.run())
+    except InvalidInput as exc:
+        _fail(str(exc), ExitCode.INVALID_INPUT)
+    except Locked as exc:
+        _fail(f"another run holds the lock on {inventory}: {exc}", ExitCode.LOCKED)
+    finally:
+        if stream is not None and "result" not in locals():
+            stream.close()
+    code = exit_code_for(result.outcome)
+    if stream is not None:
+        stream.write(
+            RunFinished(
+                at=result.ended_at or result.started_at,
+                run_id=result.run_id,
+                outcome=result.outcome,
+                exit_code=code,
+                totals=compute_totals(result.nodes),
+            )
+        )
+        stream.close()
+    for path, writer in ((report, write_json_report), (junit, write_junit), (html, write_html)):
+        if path is not None:
+            writer(result, path)
+    print_summary(result, out)
+    raise typer.Exit(int(code))
+
+
+@app.command()
+def status(inventory: InventoryArg) -> None:
+    """What the last run of this inventory did, and which nodes are out of rotation and why."""
+    from orchestrator.journal import Journal
+    from orchestrator.report import print_summary
+
+    inv = _load(inventory)
+    if not inv.journal.exists():
+        out.print(f"no run recorded for {inventory} (journal {inv.journal})")
+        return
+    with Journal(inv.journal) as journal:
+        last = journal.latest_run(inv.path)
+        if last is None:
+            out.print(f"no run recorded for {inventory}")
+            return
+        print_summary(journal.run_result(last.run_id), out)
+
+
+@app.command()
+def report(
+    inventory: InventoryArg,
+    run_id: Annotated[str | None, typer.Option("--run", help="A run id; default the latest.")] = None,
+    fmt: Annotated[str, typer.Option("--format", help="json, junit or html.")] = "json",
+) -> None:
+    """Rebuild a run's report from the journal (works after a crash) and print it."""
+    from orchestrator.journal import Journal
+    from orchestrator.report import html_timeline, junit_xml, report_json
+
+    inv = _load(inventory)
+    renderers = {"json": report_json, "junit": junit_xml, "html": html_timeline}
+    if fmt not in renderers:
+        _fail(f"--format must be one of {', '.join(renderers)}", ExitCode.INVALID_INPUT)
+    with Journal(inv.journal) as journal:
+        rid = run_id or (last.run_id if (last := journal.latest_run(inv.path)) else None)
+        if rid is None:
+            _fail(f"no run recorded for {inventory}", ExitCode.INVALID_INPUT)
+        sys.stdout.write(renderers[fmt](journal.run_result(rid)))
+
+
+@app.command()
+def schema(
+    result: Annotated[bool, typer.Option("--result", help="The JSON report's schema instead.")] = False,
+) -> None:
+    """Print the JSON Schema of the inventory (for editors), or of the JSON report."""
+    if result:
+        from orchestrator.report import result_schema
+
+        sys.stdout.write(json.dumps(result_schema(), indent=2) + "\n")
+    else:
+        from orchestrator.inventory import json_schema
+
+        sys.stdout.write(json.dumps(json_schema(), indent=2) + "\n")
+
+
+@app.command()
+def sim(
+    inventory: Annotated[Path | None, typer.Option(help="Simulate the nodes of this inventory.")] = None,
+    nodes: Annotated[int | None, typer.Option(help="Or simulate N nodes web-001... instead.")] = None,
+    describe: Annotated[Path | None, typer.Option(help="Write the farm's addresses and credentials here.")] = None,
+    workers: Annotated[int, typer.Option(help="Spread the nodes over this many processes.")] = 1,
+    base_address: Annotated[str | None, typer.Option(help="First loopback address (with --nodes).")] = None,
+) -> None:
+    """Run the simulated Windows farm until SIGINT/SIGTERM; prints `ready` once every listener accepts."""
+    from orchestrator.sim.farm import run_sim
+
+    if (inventory is None) == (nodes is None):
+        _fail("give exactly one of --inventory or --nodes", ExitCode.INVALID_INPUT)
+    raise typer.Exit(run_sim(inventory, nodes, describe, workers, base_address))
+
+
+@app.command()
+def version() -> None:
+    """Print the version."""
+    out.print(__version__)
+
+
+def main() -> None:
+    app()

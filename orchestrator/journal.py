@@ -1,0 +1,653 @@
+"""The run journal: a SQLite file that outlives the process and says what every node went through.
+
+`status`, `resume` and `report` read it after the fact, possibly after a crash or a second Ctrl-C, so
+every write is committed (and synced) before the call returns, and a run's full result can be rebuilt
+from it alone. One inventory has at most one active run: a lock row names the process holding it.
+
+Nothing secret is stored: every text and mapping written goes through `log.redact` first.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import sqlite3
+import threading
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from types import TracebackType
+from typing import Any, cast, get_args
+
+from orchestrator import __version__
+from orchestrator.log import redact
+from orchestrator.results import (
+    ErrorInfo,
+    ExitCode,
+    NodeOutcome,
+    NodeResult,
+    Phase,
+    PhaseOutcome,
+    PhaseResult,
+    PhaseStatus,
+    Rotation,
+    RunOutcome,
+    RunResult,
+    exit_code_for,
+    utc_now,
+)
+
+# Each entry upgrades the schema by one version (PRAGMA user_version); never edit a shipped entry.
+_MIGRATIONS: tuple[tuple[str, ...], ...] = (
+    (
+        """CREATE TABLE runs (
+            seq INTEGER PRIMARY KEY AUTOINCREMENT,
+            run_id TEXT NOT NULL UNIQUE,
+            inventory_path TEXT NOT NULL,
+            inventory_digest TEXT NOT NULL,
+            tool_version TEXT NOT NULL,
+            plan_json TEXT NOT NULL,
+            budget_json TEXT NOT NULL,
+            pid INTEGER NOT NULL,
+            host TEXT NOT NULL,
+            started_at TEXT NOT NULL,
+            ended_at TEXT,
+            outcome TEXT,
+            exit_code INTEGER
+        )""",
+        "CREATE INDEX runs_by_inventory ON runs (inventory_path, seq)",
+        """CREATE TABLE node_events (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            run_id TEXT NOT NULL REFERENCES runs (run_id),
+            node TEXT NOT NULL,
+            phase TEXT NOT NULL,
+            status TEXT NOT NULL,
+            at TEXT NOT NULL,
+            detail TEXT NOT NULL,
+            error_json TEXT
+        )""",
+        "CREATE INDEX node_events_by_node ON node_events (run_id, node, id)",
+        """CREATE TABLE node_state (
+            run_id TEXT NOT NULL REFERENCES runs (run_id),
+            node TEXT NOT NULL,
+            position INTEGER NOT NULL,
+            host TEXT NOT NULL,
+            node_group TEXT,
+            last_phase TEXT,
+            last_status TEXT,
+            rotation TEXT NOT NULL,
+            services_before_json TEXT,
+            services_after_json TEXT,
+            outcome TEXT,
+            reason TEXT,
+            PRIMARY KEY (run_id, node)
+        )""",
+        """CREATE TABLE locks (
+            inventory_path TEXT PRIMARY KEY,
+            run_id TEXT NOT NULL,
+            pid INTEGER NOT NULL,
+            host TEXT NOT NULL,
+            since TEXT NOT NULL
+        )""",
+        """CREATE TABLE lock_takeovers (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            inventory_path TEXT NOT NULL,
+            at TEXT NOT NULL,
+            run_id TEXT NOT NULL,
+            stale_run_id TEXT NOT NULL,
+            stale_pid INTEGER NOT NULL,
+            stale_host TEXT NOT NULL,
+            stale_since TEXT NOT NULL
+        )""",
+    ),
+)
+SCHEMA_VERSION = len(_MIGRATIONS)
+
+_UNTERMINATED_DETAIL = "no end recorded: the run stopped while this phase was in flight"
+
+
+class JournalError(Exception):
+    """The journal cannot do what was asked (unknown run or node, newer schema, bad arguments)."""
+
+
+class LockHeld(JournalError):
+    """Another run, alive or on another host, holds the inventory's lock."""
+
+    def __init__(self, pid: int, host: str, run_id: str, since: datetime) -> None:
+        super().__init__(
+            f"run {run_id} (pid {pid} on {host}, since {since.isoformat()}) holds this inventory's lock"
+        )
+        self.pid = pid
+        self.host = host
+        self.run_id = run_id
+        self.since = since
+
+
+@dataclass(frozen=True)
+class LockTakeover:
+    """A stale lock (its process is gone) that `acquire_lock` replaced; worth telling the operator."""
+
+    inventory_path: str
+    stale_run_id: str
+    stale_pid: int
+    stale_host: str
+    stale_since: datetime
+    at: datetime
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    run_id: str
+    inventory_path: str
+    inventory_digest: str
+    tool_version: str
+    pid: int
+    host: str
+    started_at: datetime
+    ended_at: datetime | None
+    outcome: RunOutcome  # "incomplete" until finish_run
+    exit_code: ExitCode
+    nodes: int
+    unfinished: int
+    out_of_rotation: int
+
+
+@dataclass(frozen=True)
+class NodeState:
+    """A node's latest journalled state. `outcome` None: in flight, or never started if no phase."""
+
+    name: str
+    host: str
+    group: str | None
+    last_phase: Phase | None
+    last_status: PhaseStatus | None
+    rotation: Rotation
+    outcome: NodeOutcome | None
+    reason: str | None
+    services: dict[str, str]  # the latest snapshot
+
+
+def inventory_key(inventory_path: str | os.PathLike[str]) -> str:
+    """Runs and locks are keyed by the absolute path, however the operator spelled it."""
+    return str(Path(inventory_path).resolve())
+
+
+def _pid_alive(pid: int) -> bool:
+    if os.name != "posix":
+        # os.kill(pid, 0) terminates the process on Windows; without a safe probe, assume alive so a
+        # lock is never stolen from a running orchestrator.
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # exists, owned by another user
+    return True
+
+
+def _check(value: object, allowed: Any, what: str) -> None:
+    # A bad value written now would make `run_result` fail later, after a crash, when it matters.
+    if value not in get_args(allowed):
+        raise JournalError(f"invalid {what} {value!r}; expected one of {', '.join(get_args(allowed))}")
+
+
+def _time(value: datetime) -> str:
+    if value.tzinfo is None:
+        raise JournalError(f"time {value.isoformat()} has no timezone; the journal stores UTC")
+    return value.astimezone(UTC).isoformat(timespec="microseconds")
+
+
+def _parse_time(value: str) -> datetime:
+    return datetime.fromisoformat(value)
+
+
+def _dump_services(services: Mapping[str, str]) -> str:
+    # Keys are service names from the farm (TokenBroker is not a token): scrub values only.
+    return json.dumps(redact(dict(services), by_key=False), sort_keys=True)
+
+
+def _dump(value: Any) -> str:
+    # Plans and budgets are free-form: the value under a secret-looking key is replaced, whatever it is.
+    return json.dumps(redact(value), sort_keys=True)
+
+
+class Journal:
+    """One SQLite journal file. Thread-safe; each method is a short, committed transaction."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+        # Autocommit mode: transactions are explicit, so nothing is left pending between calls.
+        self._conn = sqlite3.connect(self.path, timeout=30.0, isolation_level=None, check_same_thread=False)
+        self._conn.row_factory = sqlite3.Row
+        self._conn.execute("PRAGMA journal_mode=WAL")
+        # FULL: a committed phase event survives a power cut too, not just a process crash.
+        self._conn.execute("PRAGMA synchronous=FULL")
+        self._conn.execute("PRAGMA foreign_keys=ON")
+        try:
+            self._migrate()
+        except BaseException:
+            self._conn.close()
+            raise
+        self._host = socket.gethostname()
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
+
+    def __enter__(self) -> Journal:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        # IMMEDIATE takes the write lock up front, so two processes racing for a lock row serialise.
+        with self._lock:
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._conn
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+            self._conn.execute("COMMIT")
+
+    @contextmanager
+    def _read(self) -> Iterator[sqlite3.Connection]:
+        # One snapshot for multi-query reads, so a rebuilt result is never half old, half new.
+        with self._lock:
+            self._conn.execute("BEGIN")
+            try:
+                yield self._conn
+            finally:
+                self._conn.execute("COMMIT")
+
+    def _migrate(self) -> None:
+        with self._write() as conn:
+            version = int(conn.execute("PRAGMA user_version").fetchone()[0])
+            if version > SCHEMA_VERSION:
+                raise JournalError(
+                    f"{self.path}: journal schema {version} is newer than this orchestrator "
+                    f"supports ({SCHEMA_VERSION}); upgrade the orchestrator"
+                )
+            for statements in _MIGRATIONS[version:]:
+                for statement in statements:
+                    conn.execute(statement)
+            conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+
+    # -- writing a run ---------------------------------------------------------------------------
+
+    def begin_run(
+        self,
+        run_id: str,
+        inventory_path: str | os.PathLike[str],
+        inventory_digest: str,
+        plan: Mapping[str, Any],
+        nodes: Sequence[tuple[str, str, str | None]],
+        *,
+        budget: Mapping[str, Any] | None = None,
+        started_at: datetime | None = None,
+    ) -> None:
+        """Record a run and its nodes (name, host, group) in plan order, all untouched so far."""
+        at = started_at or utc_now()
+        with self._write() as conn:
+            if conn.execute("SELECT 1 FROM runs WHERE run_id = ?", (run_id,)).fetchone() is not None:
+                raise JournalError(f"run {run_id!r} is already in the journal")
+            names = [name for name, _, _ in nodes]
+            if len(set(names)) != len(names):
+                raise JournalError(f"run {run_id!r} lists a node twice")
+            conn.execute(
+                """INSERT INTO runs (run_id, inventory_path, inventory_digest, tool_version, plan_json,
+                       budget_json, pid, host, started_at)
+                   VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)""",
+                (
+                    run_id,
+                    inventory_key(inventory_path),
+                    inventory_digest,
+                    __version__,
+                    _dump(plan),
+                    _dump(budget or {}),
+                    os.getpid(),
+                    self._host,
+                    _time(at),
+                ),
+            )
+            conn.executemany(
+                """INSERT INTO node_state (run_id, node, position, host, node_group, rotation)
+                   VALUES (?, ?, ?, ?, ?, 'unknown')""",
+                [(run_id, name, position, host, group) for position, (name, host, group) in enumerate(nodes)],
+            )
+
+    def record_phase(
+        self,
+        run_id: str,
+        node: str,
+        phase: Phase,
+        status: PhaseStatus,
+        at: datetime | None = None,
+        detail: str = "",
+        error: ErrorInfo | None = None,
+    ) -> None:
+        """Append a phase event (never rewritten) and move the node's latest phase on."""
+        _check(phase, Phase, "phase")
+        _check(status, PhaseStatus, "phase status")
+        error_json = (
+            json.dumps(redact(error.model_dump(mode="json"), by_key=False)) if error is not None else None
+        )
+        with self._write() as conn:
+            self._require_node(conn, run_id, node)
+            conn.execute(
+                """INSERT INTO node_events (run_id, node, phase, status, at, detail, error_json)
+                   VALUES (?, ?, ?, ?, ?, ?, ?)""",
+                (run_id, node, phase, status, _time(at or utc_now()), redact(detail), error_json),
+            )
+            conn.execute(
+                "UPDATE node_state SET last_phase = ?, last_status = ? WHERE run_id = ? AND node = ?",
+                (phase, status, run_id, node),
+            )
+
+    def set_node_state(
+        self,
+        run_id: str,
+        node: str,
+        *,
+        rotation: Rotation,
+        services: Mapping[str, str] | None = None,
+        outcome: NodeOutcome | None = None,
+        reason: str | None = None,
+        services_before: Mapping[str, str] | None = None,
+    ) -> None:
+        """State the node's situation now.
+
+        `rotation`, `outcome` (None while in flight) and `reason` (why it is out of rotation; None
+        clears it) replace what was there. `services` is the latest snapshot observed (service name ->
+        status) and `services_before` the one taken before the node was touched; None keeps what was
+        recorded.
+        """
+        _check(rotation, Rotation, "rotation")
+        if outcome is not None:
+            _check(outcome, NodeOutcome, "node outcome")
+        with self._write() as conn:
+            self._require_node(conn, run_id, node)
+            conn.execute(
+                """UPDATE node_state SET rotation = ?, outcome = ?, reason = ?
+                   WHERE run_id = ? AND node = ?""",
+                (rotation, outcome, redact(reason), run_id, node),
+            )
+            for column, snapshot in (
+                ("services_after_json", services),
+                ("services_before_json", services_before),
+            ):
+                if snapshot is not None:
+                    conn.execute(
+                        f"UPDATE node_state SET {column} = ? WHERE run_id = ? AND node = ?",
+                        (_dump_services(snapshot), run_id, node),
+                    )
+
+    def finish_run(
+        self, run_id: str, outcome: RunOutcome, exit_code: int, at: datetime | None = None
+    ) -> None:
+        _check(outcome, RunOutcome, "run outcome")
+        if outcome == "incomplete":
+            raise JournalError("a run cannot finish as 'incomplete'")
+        if exit_code != exit_code_for(outcome):
+            raise JournalError(
+                f"exit code {exit_code} does not match outcome {outcome!r} ({int(exit_code_for(outcome))})"
+            )
+        with self._write() as conn:
+            updated = conn.execute(
+                "UPDATE runs SET ended_at = ?, outcome = ?, exit_code = ? WHERE run_id = ?",
+                (_time(at or utc_now()), outcome, exit_code, run_id),
+            ).rowcount
+            if updated == 0:
+                raise JournalError(f"unknown run {run_id!r}")
+
+    @staticmethod
+    def _require_node(conn: sqlite3.Connection, run_id: str, node: str) -> None:
+        row = conn.execute(
+            "SELECT 1 FROM node_state WHERE run_id = ? AND node = ?", (run_id, node)
+        ).fetchone()
+        if row is None:
+            raise JournalError(f"node {node!r} is not part of run {run_id!r}")
+
+    # -- reading ---------------------------------------------------------------------------------
+
+    def latest_run(self, inventory_path: str | os.PathLike[str]) -> RunSummary | None:
+        """The most recently begun run of this inventory, finished or not."""
+        with self._read() as conn:
+            row = conn.execute(
+                "SELECT * FROM runs WHERE inventory_path = ? ORDER BY seq DESC LIMIT 1",
+                (inventory_key(inventory_path),),
+            ).fetchone()
+            if row is None:
+                return None
+            counts = conn.execute(
+                """SELECT COUNT(*) AS nodes,
+                          COALESCE(SUM(outcome IS NULL OR outcome != 'done'), 0) AS unfinished,
+                          COALESCE(SUM(rotation = 'out'), 0) AS out_of_rotation
+                   FROM node_state WHERE run_id = ?""",
+                (row["run_id"],),
+            ).fetchone()
+        outcome = _run_outcome(row)
+        return RunSummary(
+            run_id=row["run_id"],
+            inventory_path=row["inventory_path"],
+            inventory_digest=row["inventory_digest"],
+            tool_version=row["tool_version"],
+            pid=row["pid"],
+            host=row["host"],
+            started_at=_parse_time(row["started_at"]),
+            ended_at=_parse_time(row["ended_at"]) if row["ended_at"] else None,
+            outcome=outcome,
+            exit_code=exit_code_for(outcome),
+            nodes=counts["nodes"],
+            unfinished=counts["unfinished"],
+            out_of_rotation=counts["out_of_rotation"],
+        )
+
+    def unfinished_nodes(self, run_id: str) -> list[NodeState]:
+        """Nodes that are not done (failed, interrupted, in flight, not started, skipped), plan order."""
+        return [state for state in self._node_states(run_id) if state.outcome != "done"]
+
+    def nodes_out_of_rotation(self, run_id: str) -> list[NodeState]:
+        """Nodes last known drained from the load balancer ("unknown" ones are in `unfinished_nodes`)."""
+        return [state for state in self._node_states(run_id) if state.rotation == "out"]
+
+    def _node_states(self, run_id: str) -> list[NodeState]:
+        with self._read() as conn:
+            _require_run(conn, run_id)
+            rows = conn.execute(
+                "SELECT * FROM node_state WHERE run_id = ? ORDER BY position", (run_id,)
+            ).fetchall()
+        return [
+            NodeState(
+                name=row["node"],
+                host=row["host"],
+                group=row["node_group"],
+                last_phase=row["last_phase"],
+                last_status=row["last_status"],
+                rotation=row["rotation"],
+                outcome=row["outcome"],
+                reason=row["reason"],
+                services=json.loads(row["services_after_json"] or "{}"),
+            )
+            for row in rows
+        ]
+
+    def run_result(self, run_id: str) -> RunResult:
+        """The run's full result, rebuilt from the journal alone (works after a crash)."""
+        with self._read() as conn:
+            run = _require_run(conn, run_id)
+            states = conn.execute(
+                "SELECT * FROM node_state WHERE run_id = ? ORDER BY position", (run_id,)
+            ).fetchall()
+            events = conn.execute(
+                "SELECT * FROM node_events WHERE run_id = ? ORDER BY id", (run_id,)
+            ).fetchall()
+        events_by_node: dict[str, list[sqlite3.Row]] = {}
+        for event in events:
+            events_by_node.setdefault(event["node"], []).append(event)
+        outcome = _run_outcome(run)
+        return RunResult(
+            run_id=run["run_id"],
+            tool_version=run["tool_version"],
+            inventory_path=run["inventory_path"],
+            started_at=_parse_time(run["started_at"]),
+            ended_at=_parse_time(run["ended_at"]) if run["ended_at"] else None,
+            outcome=outcome,
+            plan=json.loads(run["plan_json"]),
+            budget=json.loads(run["budget_json"]),
+            nodes=[_node_result(state, events_by_node.get(state["node"], [])) for state in states],
+        )
+
+    # -- locks -----------------------------------------------------------------------------------
+
+    def acquire_lock(self, inventory_path: str | os.PathLike[str], run_id: str) -> LockTakeover | None:
+        """Take the inventory's lock for `run_id` (this process), or raise `LockHeld`.
+
+        A lock left by a process of this host that no longer exists is taken over; the takeover is
+        recorded and returned so the caller can tell the operator which run died holding it.
+        """
+        key = inventory_key(inventory_path)
+        pid = os.getpid()
+        now = utc_now()
+        with self._write() as conn:
+            held = conn.execute("SELECT * FROM locks WHERE inventory_path = ?", (key,)).fetchone()
+            if held is None:
+                conn.execute(
+                    "INSERT INTO locks (inventory_path, run_id, pid, host, since) VALUES (?, ?, ?, ?, ?)",
+                    (key, run_id, pid, self._host, _time(now)),
+                )
+                return None
+            if (held["run_id"], held["pid"], held["host"]) == (run_id, pid, self._host):
+                return None
+            if held["host"] != self._host or _pid_alive(held["pid"]):
+                raise LockHeld(held["pid"], held["host"], held["run_id"], _parse_time(held["since"]))
+            takeover = LockTakeover(
+                inventory_path=key,
+                stale_run_id=held["run_id"],
+                stale_pid=held["pid"],
+                stale_host=held["host"],
+                stale_since=_parse_time(held["since"]),
+                at=now,
+            )
+            conn.execute(
+                """INSERT INTO lock_takeovers (inventory_path, at, run_id, stale_run_id, stale_pid,
+                       stale_host, stale_since) VALUES (?, ?, ?, ?, ?, ?, ?)""",
+                (key, _time(now), run_id, held["run_id"], held["pid"], held["host"], held["since"]),
+            )
+            conn.execute(
+                "UPDATE locks SET run_id = ?, pid = ?, host = ?, since = ? WHERE inventory_path = ?",
+                (run_id, pid, self._host, _time(now), key),
+            )
+            return takeover
+
+    def release_lock(self, inventory_path: str | os.PathLike[str], run_id: str) -> bool:
+        """Release the lock if `run_id` holds it; False when it does not (never drops another's lock)."""
+        with self._write() as conn:
+            deleted = conn.execute(
+                "DELETE FROM locks WHERE inventory_path = ? AND run_id = ?",
+                (inventory_key(inventory_path), run_id),
+            ).rowcount
+        return deleted > 0
+
+    def lock_takeovers(self, inventory_path: str | os.PathLike[str]) -> list[LockTakeover]:
+        """Every stale lock ever taken over for this inventory, oldest first."""
+        with self._read() as conn:
+            rows = conn.execute(
+                "SELECT * FROM lock_takeovers WHERE inventory_path = ? ORDER BY id",
+                (inventory_key(inventory_path),),
+            ).fetchall()
+        return [
+            LockTakeover(
+                inventory_path=row["inventory_path"],
+                stale_run_id=row["stale_run_id"],
+                stale_pid=row["stale_pid"],
+                stale_host=row["stale_host"],
+                stale_since=_parse_time(row["stale_since"]),
+                at=_parse_time(row["at"]),
+            )
+            for row in rows
+        ]
+
+
+def _require_run(conn: sqlite3.Connection, run_id: str) -> sqlite3.Row:
+    row = conn.execute("SELECT * FROM runs WHERE run_id = ?", (run_id,)).fetchone()
+    if row is None:
+        raise JournalError(f"unknown run {run_id!r}")
+    return cast(sqlite3.Row, row)
+
+
+def _run_outcome(run: sqlite3.Row) -> RunOutcome:
+    return cast(RunOutcome, run["outcome"] or "incomplete")
+
+
+@dataclass
+class _PhaseTally:
+    phase: Phase
+    started_at: datetime
+    attempts: int = 0
+    ended_at: datetime | None = None
+    outcome: PhaseOutcome | None = None
+    detail: str = ""
+    error: ErrorInfo | None = None
+
+    def add(self, status: PhaseStatus, at: datetime, detail: str, error: ErrorInfo | None) -> None:
+        if status == "started":
+            self.attempts += 1
+            self.ended_at, self.outcome, self.error = None, None, None
+            self.detail = detail
+            return
+        self.ended_at, self.outcome, self.detail, self.error = at, status, detail, error
+
+    def result(self) -> PhaseResult:
+        if self.outcome is None:
+            return PhaseResult(
+                phase=self.phase,
+                started_at=self.started_at,
+                outcome="cancelled",
+                attempts=self.attempts,
+                detail=self.detail or _UNTERMINATED_DETAIL,
+            )
+        return PhaseResult(
+            phase=self.phase,
+            started_at=self.started_at,
+            ended_at=self.ended_at,
+            outcome=self.outcome,
+            attempts=self.attempts,
+            detail=self.detail,
+            error=self.error,
+        )
+
+
+def _node_result(state: sqlite3.Row, events: list[sqlite3.Row]) -> NodeResult:
+    tallies: dict[str, _PhaseTally] = {}
+    for event in events:
+        at = _parse_time(event["at"])
+        tally = tallies.setdefault(event["phase"], _PhaseTally(phase=event["phase"], started_at=at))
+        error = ErrorInfo.model_validate_json(event["error_json"]) if event["error_json"] else None
+        tally.add(event["status"], at, event["detail"], error)
+    outcome: NodeOutcome = state["outcome"] or ("interrupted" if events else "not_started")
+    started_at = _parse_time(events[0]["at"]) if events else None
+    ended_at = _parse_time(events[-1]["at"]) if events and state["outcome"] else None
+    return NodeResult(
+        name=state["node"],
+        host=state["host"],
+        group=state["node_group"],
+        outcome=outcome,
+        phases=[tally.result() for tally in tallies.values()],
+        services_before=json.loads(state["services_before_json"] or "{}"),
+        services_after=json.loads(state["services_after_json"] or "{}"),
+        rotation=state["rotation"],
+        left_out_reason=state["reason"],
+        started_at=started_at,
+        ended_at=ended_at,
+    )

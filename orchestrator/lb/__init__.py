@@ -1,0 +1,1 @@
+"""Load balancer drivers: how a node leaves and rejoins rotation."""

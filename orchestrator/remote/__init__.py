@@ -1,0 +1,1 @@
+"""WinRM over pypsrp: sessions, typed cmdlet calls, error classification."""

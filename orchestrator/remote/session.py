@@ -1,0 +1,170 @@
+"""One WinRM session per node: a RunspacePool reused for all of that node's calls.
+
+pypsrp is synchronous and its NTLM context is per host, so each session runs its calls one at a time
+in a worker thread. Waiting for services happens in the coordinator (short calls, asyncio deadlines);
+a call that must be cut short has its pipeline stopped with the PSRP stop signal, so a timeout never
+leaves a thread blocked in a long remote call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Sequence
+from concurrent.futures import Executor
+from dataclasses import dataclass, field
+from typing import Any
+
+from orchestrator.remote.errors import RemoteError, classify_exception, classify_record
+from orchestrator.results import ErrorInfo
+
+# How long one Receive may wait on the node before the worker looks at its cancel flag again.
+_POLL_SECONDS = 1
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where and how to reach one node's WinRM endpoint."""
+
+    host: str
+    port: int
+    scheme: str  # http | https
+    auth: str  # ntlm | negotiate | kerberos | basic | certificate
+    username: str | None
+    password: str | None = field(repr=False)
+    cert_validation: bool | str = True  # True, False or a CA bundle path
+    configuration_name: str | None = None
+    connect_timeout: float = 10
+    operation_timeout: float = 20
+    cert_file: str | None = None
+    key_file: str | None = None
+
+
+@dataclass(frozen=True)
+class Cmd:
+    """A cmdlet with parameters; never script text, so JEA NoLanguage endpoints accept it."""
+
+    name: str
+    params: tuple[tuple[str, Any], ...] = ()
+    switches: tuple[str, ...] = ()
+
+    @classmethod
+    def of(cls, name: str, *switches: str, **params: Any) -> Cmd:
+        return cls(name, tuple(params.items()), switches)
+
+
+@dataclass
+class Invocation:
+    output: list[Any]
+    errors: list[ErrorInfo]
+    failed: bool  # the pipeline ended Failed (a terminating error)
+
+
+class Session:
+    """A node's WinRM session. Not thread-safe by design: one call at a time, serialised here."""
+
+    def __init__(self, target: Target, executor: Executor) -> None:
+        self.target = target
+        self._executor = executor
+        self._lock = asyncio.Lock()
+        self._pool: Any = None
+        self.calls = 0
+
+    async def invoke(self, *pipeline: Cmd, timeout: float) -> Invocation:
+        """Run one pipeline. Raises RemoteError (classified) on transport or auth failures."""
+        async with self._lock:
+            cancel = threading.Event()
+            loop = asyncio.get_running_loop()
+            fut = loop.run_in_executor(self._executor, self._invoke_blocking, pipeline, cancel)
+            try:
+                return await asyncio.wait_for(asyncio.shield(fut), timeout)
+            except (TimeoutError, asyncio.CancelledError) as exc:
+                # Ask the worker to stop the pipeline, and wait for it so the thread is free again
+                # and the next call does not race a half-finished one on the same pool.
+                cancel.set()
+                try:
+                    await asyncio.wait_for(asyncio.shield(fut), self.target.operation_timeout + 5)
+                except BaseException:  # noqa: BLE001 - we are already failing; the first error wins
+                    self._drop_pool()
+                if isinstance(exc, TimeoutError):
+                    raise RemoteError(
+                        ErrorInfo(kind="transport", message=f"remote call did not finish within {timeout:g}s")
+                    ) from None
+                raise
+
+    async def reset(self) -> None:
+        """Forget the pool without closing it: the node dropped it (WinRM restarted)."""
+        async with self._lock:
+            self._pool = None
+
+    async def close(self) -> None:
+        async with self._lock:
+            pool, self._pool = self._pool, None
+            if pool is not None:
+                loop = asyncio.get_running_loop()
+                await loop.run_in_executor(self._executor, _close_quietly, pool)
+
+    def _drop_pool(self) -> None:
+        # After a transport failure the pool's state is unknown; the next call reconnects.
+        self._pool = None
+
+    def _open_blocking(self) -> Any:
+        from pypsrp.powershell import RunspacePool
+        from pypsrp.wsman import WSMan
+
+        t = self.target
+        kwargs: dict[str, Any] = {}
+        if t.auth == "certificate":
+            kwargs = {"certificate_pem": t.cert_file, "certificate_key_pem": t.key_file}
+        wsman = WSMan(
+            t.host,
+            port=t.port,
+            username=t.username,
+            password=t.password,
+            ssl=t.scheme == "https",
+            auth=t.auth,
+            cert_validation=t.cert_validation,
+            encryption="always" if t.scheme == "http" else "auto",
+            connection_timeout=int(t.connect_timeout),
+            operation_timeout=int(t.operation_timeout),
+            read_timeout=int(t.operation_timeout) + 10,
+            no_proxy=True,
+            **kwargs,
+        )
+        pool = RunspacePool(wsman, configuration_name=t.configuration_name or "Microsoft.PowerShell")
+        pool.open()
+        return pool
+
+    def _invoke_blocking(self, pipeline: Sequence[Cmd], cancel: threading.Event) -> Invocation:
+        from pypsrp.complex_objects import PSInvocationState
+        from pypsrp.powershell import PowerShell
+
+        try:
+            if self._pool is None:
+                self._pool = self._open_blocking()
+            ps = PowerShell(self._pool)
+            for cmd in pipeline:
+                ps.add_cmdlet(cmd.name)
+                for name, value in cmd.params:
+                    ps.add_parameter(name, value)
+                for switch in cmd.switches:
+                    ps.add_parameter(switch, True)
+            self.calls += 1
+            ps.begin_invoke()
+            while ps.state == PSInvocationState.RUNNING:
+                if cancel.is_set():
+                    ps.stop()
+                    break
+                ps.poll_invoke(timeout=_POLL_SECONDS)
+        except Exception as exc:
+            self._drop_pool()
+            raise RemoteError(classify_exception(exc)) from exc
+        errors = [classify_record(r) for r in ps.streams.error]
+        return Invocation(output=list(ps.output), errors=errors, failed=ps.state == PSInvocationState.FAILED)
+
+
+def _close_quietly(pool: Any) -> None:
+    try:
+        pool.close()
+    except Exception:  # noqa: BLE001 - the node may already be gone; closing is best effort
+        pass

@@ -1,0 +1,36 @@
+"""Reports of a run: JSON (with its schema), a JSONL event stream, JUnit XML, an HTML timeline and
+the console summary and live progress. Every one scrubs registered secrets before writing."""
+
+from orchestrator.report.console import LiveProgress, print_summary
+from orchestrator.report.events import (
+    Event,
+    EventStream,
+    NodeFinished,
+    PhaseEvent,
+    RunFinished,
+    RunStarted,
+    read_events,
+)
+from orchestrator.report.html import html_timeline, write_html
+from orchestrator.report.json_report import read_json_report, report_json, result_schema, write_json_report
+from orchestrator.report.junit import junit_xml, write_junit
+
+__all__ = [
+    "Event",
+    "EventStream",
+    "LiveProgress",
+    "NodeFinished",
+    "PhaseEvent",
+    "RunFinished",
+    "RunStarted",
+    "html_timeline",
+    "junit_xml",
+    "print_summary",
+    "read_events",
+    "read_json_report",
+    "report_json",
+    "result_schema",
+    "write_html",
+    "write_json_report",
+    "write_junit",
+]

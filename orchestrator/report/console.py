@@ -1,0 +1,171 @@
+"""What the operator sees: a live progress display during the run and a summary table at the end.
+
+On a terminal both use rich; otherwise (cron mail, CI logs, a pipe) they print plain lines without
+colour or box drawing, so they stay greppable.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from types import TracebackType
+
+from rich.console import Console
+from rich.live import Live
+from rich.table import Table
+from rich.text import Text
+
+from orchestrator.report.events import NodeFinished, PhaseEvent, redacted_event
+from orchestrator.report.output import redacted
+from orchestrator.results import NodeResult, RunResult
+
+_OUTCOME_STYLE = {
+    "done": "green",
+    "failed": "bold red",
+    "interrupted": "bold yellow",
+    "not_started": "dim",
+    "skipped": "dim",
+}
+_STATUS_STYLE = {"started": "cyan", "ok": "green", "failed": "red", "cancelled": "yellow", **_OUTCOME_STYLE}
+_ROTATION_STYLE = {"in": "green", "out": "bold red", "unknown": "yellow"}
+_SUMMARY_COLUMNS = ("node", "outcome", "failed phase", "error", "rotation", "duration", "reason")
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    minutes, secs = divmod(round(seconds), 60)
+    return f"{minutes}m{secs:02d}s" if minutes else f"{seconds:.1f}s"
+
+
+def _summary_row(node: NodeResult) -> tuple[str, ...]:
+    phase = node.failed_phase
+    error = phase.error if phase is not None else None
+    reason = node.left_out_reason or (error.message if error is not None else "")
+    return (
+        node.name,
+        node.outcome,
+        phase.phase if phase is not None else "-",
+        error.kind if error is not None else "-",
+        node.rotation,
+        _duration(node.duration_s),
+        reason,
+    )
+
+
+def _totals_line(result: RunResult) -> str:
+    totals = result.totals
+    return (
+        f"run {result.run_id}: {result.outcome} (exit {int(result.exit_code)}) - "
+        f"{totals.nodes} nodes: {totals.done} done, {totals.failed} failed, "
+        f"{totals.interrupted} interrupted, {totals.not_started} not started, {totals.skipped} skipped; "
+        f"{totals.out_of_rotation} out of rotation, {totals.rotation_unknown} rotation unknown"
+    )
+
+
+def _plain_table(rows: Sequence[tuple[str, ...]]) -> list[str]:
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return [
+        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip() for row in rows
+    ]
+
+
+def print_summary(result: RunResult, console: Console | None = None) -> None:
+    """One row per node (outcome, failed phase, error kind, rotation, duration, reason) and totals."""
+    out = console or Console(stderr=True)
+    result = redacted(result)
+    rows = [_summary_row(node) for node in result.nodes]
+    if not out.is_terminal:
+        for line in _plain_table([_SUMMARY_COLUMNS, *rows]):
+            out.print(line, markup=False, highlight=False, soft_wrap=True)
+        out.print(_totals_line(result), markup=False, highlight=False, soft_wrap=True)
+        return
+    table = Table(title=f"orchestrator run {result.run_id}", title_justify="left")
+    for column in _SUMMARY_COLUMNS:
+        table.add_column(column, overflow="fold")
+    for row in rows:
+        node_name, outcome, phase, kind, rotation, duration, reason = row
+        # Text, not str: a node name or an error message must never be read as rich markup.
+        table.add_row(
+            Text(node_name),
+            Text(outcome, style=_OUTCOME_STYLE[outcome]),
+            Text(phase),
+            Text(kind),
+            Text(rotation, style=_ROTATION_STYLE[rotation]),
+            Text(duration),
+            Text(reason),
+        )
+    out.print(table)
+    style = "green" if result.outcome == "succeeded" else "bold red"
+    out.print(Text(_totals_line(result), style=style))
+
+
+@dataclass
+class _NodeProgress:
+    phase: str = "-"
+    status: str = "waiting"
+    at: str = ""
+    detail: str = ""
+
+
+class LiveProgress:
+    """Progress fed by phase and node events: a live table on a terminal, plain lines otherwise.
+
+    Use as a context manager around the run; `enabled=False` prints nothing (quiet mode).
+    """
+
+    def __init__(self, nodes: Sequence[str], console: Console | None = None, *, enabled: bool = True) -> None:
+        self._console = console or Console(stderr=True)
+        self._enabled = enabled
+        self._nodes = {name: _NodeProgress() for name in nodes}
+        # Refreshed on each event only: no background thread redrawing behind the log output.
+        self._live = (
+            Live(console=self._console, auto_refresh=False, redirect_stderr=False, redirect_stdout=False)
+            if enabled and self._console.is_terminal
+            else None
+        )
+
+    def __enter__(self) -> LiveProgress:
+        if self._live is not None:
+            self._live.update(self._render())
+            self._live.start(refresh=True)
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if self._live is not None:
+            self._live.stop()
+
+    def update(self, event: PhaseEvent | NodeFinished) -> None:
+        if not self._enabled:
+            return
+        event = redacted_event(event)
+        progress = self._nodes.setdefault(event.node, _NodeProgress())
+        at = event.at.strftime("%H:%M:%SZ")
+        if isinstance(event, PhaseEvent):
+            progress.phase, progress.status, progress.detail = event.phase, event.status, event.detail
+            if event.error is not None:
+                progress.detail = f"{event.error.kind}: {event.error.message}"
+            line = f"{at} {event.node} {event.phase} {event.status}"
+        else:
+            progress.status = event.outcome
+            progress.detail = event.reason or ""
+            line = f"{at} {event.node} {event.outcome} (rotation {event.rotation})"
+        progress.at = at
+        if progress.detail:
+            line += f": {progress.detail}"
+        if self._live is not None:
+            self._live.update(self._render(), refresh=True)
+        else:
+            self._console.print(line, markup=False, highlight=False, soft_wrap=True)
+
+    def _render(self) -> Table:
+        finished = sum(p.status in _OUTCOME_STYLE for p in self._nodes.values())
+        table = Table(title=f"{finished}/{len(self._nodes)} nodes finished", title_justify="left")
+        for column in ("node", "phase", "status", "at", "detail"):
+            table.add_column(column, overflow="fold")
+        for name, progress in self._nodes.items():
+            status = Text(progress.status, style=_STATUS_STYLE.get(progress.status, ""))
+            table.add_row(Text(name), Text(progress.phase), status, Text(progress.at), Text(progress.detail))
+        return table

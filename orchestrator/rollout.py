@@ -1,0 +1,278 @@
+"""The coordinator: validates everything, preflights the whole fleet, then drives the scheduler.
+
+Nothing on any node changes before every node passed preflight (reachable, authenticated, services
+exist, the load balancer knows it) and the plan respects the capacity floor with live health. The
+scheduler (pure) decides; this module does the I/O: workflows as tasks, signals, the journal lock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import signal
+import time
+import uuid
+from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+import structlog
+
+from orchestrator import __version__
+from orchestrator.credentials import CredentialsError, resolve_credentials
+from orchestrator.fanout import bounded_map
+from orchestrator.health import HealthChecker
+from orchestrator.inventory import Inventory
+from orchestrator.jobs import make_job, make_target
+from orchestrator.journal import Journal, LockHeld
+from orchestrator.lb.base import LoadBalancer
+from orchestrator.lb.none import NoBalancer
+from orchestrator.log import register_secret
+from orchestrator.plan import Plan, PlanError, make_plan
+from orchestrator.recording import RunRecorder
+from orchestrator.remote.session import Session
+from orchestrator.results import NodeResult, RunOutcome, RunResult, exit_code_for, utc_now
+from orchestrator.schedule import Done, Scheduler, Start, Wait
+from orchestrator.workflow import Workflow
+from orchestrator.yamlsource import SourceError
+
+log = structlog.get_logger("orchestrator.run")
+
+
+class InvalidInput(Exception):
+    """Refused before anything was touched; the message names file, line and field where it can."""
+
+
+class Locked(Exception):
+    def __init__(self, held: LockHeld) -> None:
+        self.held = held
+        super().__init__(str(held))
+
+
+@dataclass
+class RunOptions:
+    preflight_concurrency: int = 32
+    environ: Mapping[str, str] | None = None
+    recorder_events: object = None  # an EventStream, when the CLI asked for one
+    progress: object = None  # a LiveProgress, when on a terminal
+
+
+def static_plan(inv: Inventory) -> Plan:
+    """The plan from the inventory alone (validate/plan commands, and the first gate of run)."""
+    try:
+        return make_plan(inv)
+    except PlanError as exc:
+        raise InvalidInput(str(inv.error_at(exc.path, exc.message))) from None
+
+
+def _digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+class Rollout:
+    def __init__(self, inv: Inventory, options: RunOptions | None = None, lb: LoadBalancer | None = None) -> None:
+        self.inv = inv
+        self.options = options or RunOptions()
+        self.lb: LoadBalancer = lb or NoBalancer()
+        self.run_id = utc_now().strftime("%Y%m%dT%H%M%SZ-") + uuid.uuid4().hex[:8]
+        self._stop = asyncio.Event()
+        self._stops = 0
+        self._tasks: dict[asyncio.Task[NodeResult], str] = {}
+
+    # --- signals ----------------------------------------------------------------------------------
+
+    def request_stop(self) -> None:
+        """First call: start no new node, let in-flight ones finish. Second: stop at once."""
+        self._stops += 1
+        self._stop.set()
+        if self._stops >= 2:
+            log.warning("second stop request: cancelling nodes in flight", nodes=sorted(self._tasks.values()))
+            for task in self._tasks:
+                task.cancel()
+        else:
+            log.warning("stop requested: no new node will start; nodes in flight finish")
+
+    def _install_signals(self) -> list[int]:
+        loop = asyncio.get_running_loop()
+        installed = []
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                loop.add_signal_handler(sig, self.request_stop)
+                installed.append(sig)
+            except (RuntimeError, ValueError):  # not the main thread (tests): callers use request_stop
+                pass
+        return installed
+
+    # --- the run ------------------------------------------------------------------------------------
+
+    async def run(self) -> RunResult:
+        inv = self.inv
+        static_plan(inv)
+        creds = {}
+        for node in inv.nodes:
+            try:
+                creds[node.name] = resolve_credentials(node, self.options.environ)
+            except CredentialsError as exc:
+                raise InvalidInput(str(exc)) from None
+            password = creds[node.name].password
+            if password is not None:
+                register_secret(password.get_secret_value())
+
+        journal = Journal(inv.journal)
+        try:
+            journal.acquire_lock(inv.path, self.run_id)
+        except LockHeld as held:
+            journal.close()
+            raise Locked(held) from None
+        started = utc_now()
+        executor = ThreadPoolExecutor(max_workers=max(4, min(64, len(inv.nodes))), thread_name_prefix="winrm")
+        sessions = {n.name: Session(make_target(n, creds[n.name]), executor) for n in inv.nodes}
+        installed = self._install_signals()
+        try:
+            journal.begin_run(
+                self.run_id,
+                str(inv.path),
+                _digest(inv.path),
+                static_plan(inv).to_json(),
+                [(n.name, n.host, n.group) for n in inv.nodes],
+            )
+            recorder = RunRecorder(
+                self.run_id,
+                journal,
+                self.options.recorder_events,  # type: ignore[arg-type]
+                self.options.progress,  # type: ignore[arg-type]
+            )
+            async with HealthChecker() as health:
+                flows = {
+                    n.name: Workflow(make_job(n), sessions[n.name], self.lb, health, recorder) for n in inv.nodes
+                }
+                outcome, plan = await self._execute(flows, health, recorder)
+            nodes = [flows[n.name].result for n in inv.nodes]
+            result = RunResult(
+                run_id=self.run_id,
+                tool_version=__version__,
+                inventory_path=str(inv.path),
+                started_at=started,
+                ended_at=utc_now(),
+                outcome=outcome,
+                plan=plan.to_json() if plan else {},
+                budget={},
+                nodes=nodes,
+            )
+            journal.finish_run(self.run_id, outcome, exit_code_for(outcome), result.ended_at)
+            return result
+        finally:
+            loop = asyncio.get_running_loop()
+            for sig in installed:
+                loop.remove_signal_handler(sig)
+            await asyncio.gather(*(s.close() for s in sessions.values()), return_exceptions=True)
+            executor.shutdown(wait=False, cancel_futures=True)
+            await self.lb.close()
+            journal.release_lock(inv.path, self.run_id)
+            journal.close()
+
+    async def _execute(
+        self, flows: dict[str, Workflow], health: HealthChecker, recorder: RunRecorder
+    ) -> tuple[RunOutcome, Plan | None]:
+        inv = self.inv
+        unknown = sorted(set(n.lb_name for n in inv.nodes) - await self.lb.known(n.lb_name for n in inv.nodes))
+        if unknown:
+            bad = next(n for n in inv.nodes if n.lb_name == unknown[0])
+            log.error("load balancer does not know nodes", servers=unknown)
+            raise InvalidInput(str(inv.node_error(bad.name, ("lb_name",), f"the load balancer has no server {unknown[0]!r}")))
+
+        # Whole-fleet preflight: read-only, bounded concurrency; one refusal stops everything.
+        oks = await bounded_map(lambda f: f.preflight(), flows.values(), limit=self.options.preflight_concurrency)
+        for flow in flows.values():
+            recorder.services_before[flow.job.name] = flow.result.services_before
+        if not all(oks):
+            for flow in flows.values():
+                if flow.result.outcome != "failed":
+                    flow.result.outcome = "not_started"
+            return "preflight_refused", None
+
+        probes = await bounded_map(
+            lambda f: health.probe(f.job.health), flows.values(), limit=self.options.preflight_concurrency
+        )
+        healthy = {name for name, probe in zip(flows, probes, strict=True) if probe.ok}
+        for name, probe in zip(flows, probes, strict=True):
+            if not probe.ok:
+                log.warning("node unhealthy before the run", node=name, detail=probe.detail)
+        try:
+            plan = make_plan(inv, healthy=healthy)
+        except PlanError as exc:
+            log.error("plan refused with live health", error=str(inv.error_at(exc.path, exc.message)))
+            for flow in flows.values():
+                flow.result.outcome = "not_started"
+            return "preflight_refused", None
+        return await self._schedule(plan, flows), plan
+
+    async def _schedule(self, plan: Plan, flows: dict[str, Workflow]) -> RunOutcome:
+        finish_by = _monotonic_deadline(plan.finish_by)
+        sched = Scheduler(plan, finish_by=finish_by)
+        stop_seen = False
+        try:
+            while True:
+                if self._stop.is_set() and not stop_seen:
+                    stop_seen = True
+                    sched.stop_requested()
+                now = time.monotonic()
+                decisions = sched.next_actions(now)
+                first = decisions[0]
+                if isinstance(first, Done):
+                    return first.outcome
+                if isinstance(first, Start):
+                    for d in decisions:
+                        assert isinstance(d, Start)
+                        sched.node_started(d.name, now)
+                        self._tasks[asyncio.create_task(flows[d.name].restart(), name=d.name)] = d.name
+                    continue
+                assert isinstance(first, Wait)
+                await self._wait(first, now)
+                for task in [t for t in self._tasks if t.done()]:
+                    name = self._tasks.pop(task)
+                    sched.node_finished(name, time.monotonic(), _succeeded(task, name))
+                if self._stops >= 2 and not self._tasks:
+                    return "aborted_signal"
+        finally:
+            for task in self._tasks:
+                task.cancel()
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    async def _wait(self, wait: Wait, now: float) -> None:
+        log.debug("waiting", reason=wait.reason)
+        timeout = None if wait.until is None else max(0.0, wait.until - now)
+        stop = asyncio.create_task(self._stop.wait()) if not self._stop.is_set() else None
+        pending: set[asyncio.Future[object]] = set(self._tasks)  # type: ignore[arg-type]
+        if stop is not None:
+            pending.add(stop)
+        if not pending:
+            await asyncio.sleep(timeout if timeout is not None else 1.0)
+            return
+        try:
+            await asyncio.wait(pending, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            if stop is not None:
+                stop.cancel()
+
+
+def _succeeded(task: asyncio.Task[NodeResult], name: str) -> bool:
+    if task.cancelled():
+        return False
+    exc = task.exception()
+    if exc is not None:
+        # A bug in the orchestrator, not a node failure: say so loudly; the node counts as failed.
+        log.error("internal error while restarting node", node=name, error=repr(exc))
+        return False
+    return task.result().outcome == "done"
+
+
+def _monotonic_deadline(finish_by: datetime | None) -> float | None:
+    if finish_by is None:
+        return None
+    return time.monotonic() + (finish_by - utc_now()).total_seconds()
+
+
+__all__ = ["InvalidInput", "Locked", "RunOptions", "Rollout", "SourceError", "static_plan"]

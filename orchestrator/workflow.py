@@ -1,0 +1,263 @@
+"""One node's phases: preflight, drain, stop, start, verify, undrain.
+
+This is the only place that sequences a node. Each phase has its own timeout inside the node's
+overall deadline; each observes before it acts, so a resumed run can re-enter at any phase. A node is
+put back in rotation only after verify passed, and a failed node is recorded with the phase, the
+classified error and whether it is out of rotation (the journal is written before we move on).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from orchestrator.actions.base import Action, ActionContext, PhaseFailed
+from orchestrator.health import HealthChecker, HealthSpec, Unhealthy
+from orchestrator.lb.base import LBError, LoadBalancer
+from orchestrator.remote import cmdlets
+from orchestrator.remote.errors import RemoteError
+from orchestrator.remote.session import Session
+from orchestrator.results import (
+    PHASES,
+    ErrorInfo,
+    NodeOutcome,
+    NodeResult,
+    Phase,
+    PhaseResult,
+    PhaseStatus,
+    Rotation,
+    utc_now,
+)
+
+
+@dataclass(frozen=True)
+class Timeouts:
+    preflight: float = 60
+    drain: float = 300
+    stop: float | None = 120  # None: bounded only by the node deadline (the action times itself)
+    start: float = 120
+    verify: float = 120
+    undrain: float = 60
+    node: float = 900
+
+    def of(self, phase: Phase) -> float | None:
+        value = getattr(self, phase)
+        return None if value is None else float(value)
+
+
+@dataclass
+class NodeJob:
+    """Everything the workflow needs to know about one node, already resolved from the inventory."""
+
+    name: str
+    host: str
+    group: str | None
+    lb_name: str
+    action: Action
+    health: HealthSpec
+    timeouts: Timeouts
+    escalation: str = "none"
+    call_timeout: float = 20
+    poll_max: float = 1.0
+
+
+class Recorder(Protocol):
+    """Where progress goes (journal, event stream, console, log). Called before the workflow moves
+    on, so a crash right after leaves an accurate record."""
+
+    def phase(
+        self, node: str, phase: Phase, status: PhaseStatus, detail: str = "", error: ErrorInfo | None = None
+    ) -> None: ...
+
+    def node_state(
+        self, node: str, *, rotation: Rotation, services: dict[str, str], outcome: str, reason: str | None
+    ) -> None: ...
+
+
+@dataclass
+class Workflow:
+    job: NodeJob
+    session: Session
+    lb: LoadBalancer
+    health: HealthChecker
+    recorder: Recorder
+    result: NodeResult = field(init=False)
+    ctx: ActionContext = field(init=False)
+    _notes: list[str] = field(default_factory=list, init=False)
+
+    def __post_init__(self) -> None:
+        self.result = NodeResult(
+            name=self.job.name, host=self.job.host, group=self.job.group, outcome="not_started"
+        )
+        self.ctx = ActionContext(
+            session=self.session,
+            node=self.job.name,
+            call_timeout=self.job.call_timeout,
+            escalation=self.job.escalation,
+            note=self._notes.append,
+            poll_max=self.job.poll_max,
+        )
+
+    # --- entry points ---------------------------------------------------------------------------
+
+    async def preflight(self) -> bool:
+        """Read-only checks; True when the node may be restarted. Touches nothing."""
+        ok = await self._phase("preflight", self._preflight)
+        if not ok:
+            self.result.outcome = "failed"
+        return ok
+
+    async def restart(self, start_at: Phase = "drain") -> NodeResult:
+        """Run the phases from `start_at` to the end within the node's deadline."""
+        self.result.started_at = utc_now()
+        self.result.outcome = "interrupted"
+        phases = PHASES[PHASES.index(start_at) :]
+        steps: dict[Phase, Callable[[], Awaitable[None]]] = {
+            "preflight": self._preflight,
+            "drain": self._drain,
+            "stop": lambda: self.job.action.stop(self.ctx),
+            "start": lambda: self.job.action.start(self.ctx),
+            "verify": self._verify,
+            "undrain": self._undrain,
+        }
+        deadline = time.monotonic() + self.job.timeouts.node
+        try:
+            for phase in phases:
+                if not await self._phase(phase, steps[phase], deadline):
+                    self.result.outcome = "failed"
+                    break
+            else:
+                self.result.outcome = "done"
+        finally:
+            await self._finish()
+        return self.result
+
+    # --- phases ---------------------------------------------------------------------------------
+
+    async def _preflight(self) -> None:
+        await self.job.action.preflight(self.ctx)
+        self.result.services_before = dict(self.ctx.services_before)
+        membership = await self.lb.state(self.job.lb_name)
+        self._rotation(membership.rotation)
+
+    async def _drain(self) -> None:
+        await self.lb.drain(self.job.lb_name)
+        self._rotation("out")
+        pause = 0.05
+        while (m := await self.lb.state(self.job.lb_name)).sessions > 0:
+            self._notes.append(f"waiting for {m.sessions} sessions to finish")
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, 1.0)
+
+    async def _verify(self) -> None:
+        services = self.job.action.watched_services()
+        states = await cmdlets.get_services(self.session, services, timeout=self.job.call_timeout)
+        not_running = sorted(
+            s.name for s in states.values() if s.status != "Running" and s.name in self._expected()
+        )
+        if not_running:
+            raise PhaseFailed(ErrorInfo(kind="health", message=f"not Running: {', '.join(not_running)}"))
+        try:
+            detail = await self.health.wait_healthy(self.job.health)
+            self._notes.append(f"health {self.job.health.url}: {detail}")
+            if self.job.health.warmup_urls:
+                self._notes.append(f"{await self.health.warm_up(self.job.health)} warm-up requests")
+            if self.job.health.soak_seconds > 0:
+                self._notes.append(f"soak: {await self.health.soak(self.job.health)} probes held")
+        except Unhealthy as exc:
+            raise PhaseFailed(ErrorInfo(kind="health", message=str(exc), target=exc.url)) from None
+
+    async def _undrain(self) -> None:
+        await self.lb.ready(self.job.lb_name)
+        pause = 0.05
+        while True:
+            m = await self.lb.state(self.job.lb_name)
+            if m.rotation == "in" and m.healthy is not False:
+                break
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, 1.0)
+        self._rotation("in")
+
+    def _expected(self) -> set[str]:
+        # Services the node had running before are expected to run after; an operator's stopped
+        # service is left alone (and not counted against health).
+        before = self.result.services_before
+        return {n for n in self.job.action.watched_services() if before.get(n, "Running") == "Running"}
+
+    # --- bookkeeping ----------------------------------------------------------------------------
+
+    def _rotation(self, rotation: Rotation) -> None:
+        self.result.rotation = rotation
+
+    async def _phase(
+        self, phase: Phase, step: Callable[[], Awaitable[None]], deadline: float | None = None
+    ) -> bool:
+        started = utc_now()
+        self._notes.clear()
+        self.recorder.phase(self.job.name, phase, "started")
+        timeout = self.job.timeouts.of(phase)
+        by_deadline = False
+        if deadline is not None and (timeout is None or deadline - time.monotonic() < timeout):
+            timeout, by_deadline = max(0.0, deadline - time.monotonic()), True
+        error: ErrorInfo | None = None
+        detail = ""
+        try:
+            await asyncio.wait_for(step(), timeout)
+        except TimeoutError:
+            kind = "deadline" if by_deadline else "timed_out"
+            what = "node deadline" if by_deadline else f"{phase} timeout"
+            error = ErrorInfo(kind=kind, message=f"{phase} did not finish within the {what} ({timeout or 0:g}s)")
+        except PhaseFailed as exc:
+            error, detail = exc.info, exc.detail
+        except RemoteError as exc:
+            error = exc.info
+        except LBError as exc:
+            error = ErrorInfo(kind="lb", message=str(exc))
+        except asyncio.CancelledError:
+            self._record(phase, started, "cancelled", ErrorInfo(kind="cancelled", message="run stopped"))
+            raise
+        self._record(phase, started, "failed" if error else "ok", error, detail)
+        return error is None
+
+    def _record(
+        self, phase: Phase, started: object, outcome: str, error: ErrorInfo | None, extra: str = ""
+    ) -> None:
+        detail = "; ".join([*self._notes, extra] if extra else self._notes)
+        status: PhaseStatus = "ok" if outcome == "ok" else "cancelled" if outcome == "cancelled" else "failed"
+        self.result.phases.append(
+            PhaseResult(
+                phase=phase,
+                started_at=started,  # type: ignore[arg-type]
+                ended_at=utc_now(),
+                outcome=status if status != "failed" else "failed",
+                detail=detail,
+                error=error,
+            )
+        )
+        self.recorder.phase(self.job.name, phase, status, detail, error)
+        if error is not None and self.result.rotation == "out":
+            self.result.left_out_reason = f"{phase} failed: {error.message}"
+
+    async def _finish(self) -> None:
+        self.result.ended_at = utc_now()
+        try:
+            states = await asyncio.wait_for(
+                cmdlets.get_services(
+                    self.session, self.job.action.watched_services(), timeout=self.job.call_timeout
+                ),
+                self.job.call_timeout,
+            )
+            self.result.services_after = {s.name: s.status for s in states.values()}
+        except (RemoteError, TimeoutError):
+            pass  # the node may be unreachable; services_after stays empty rather than guessed
+        outcome: NodeOutcome = self.result.outcome
+        self.recorder.node_state(
+            self.job.name,
+            rotation=self.result.rotation,
+            services=self.result.services_after,
+            outcome=outcome,
+            reason=self.result.left_out_reason,
+        )

@@ -1,0 +1,351 @@
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import textwrap
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import orchestrator
+from orchestrator.journal import SCHEMA_VERSION, Journal, JournalError, LockHeld
+from orchestrator.log import register_secret
+from orchestrator.results import ErrorInfo, ExitCode
+
+T0 = datetime(2025, 3, 1, 2, 0, tzinfo=UTC)
+NODES = [("web01", "10.0.0.1", "site-a"), ("web02", "10.0.0.2", "site-a"), ("web03", "10.0.0.3", None)]
+REPO = Path(orchestrator.__file__).resolve().parent.parent
+
+
+def at(seconds: float) -> datetime:
+    return T0 + timedelta(seconds=seconds)
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> Path:
+    return tmp_path / "state" / "nested" / "journal.db"
+
+
+@pytest.fixture
+def inventory(tmp_path: Path) -> Path:
+    path = tmp_path / "farm.yaml"
+    path.write_text("nodes: []\n")
+    return path
+
+
+@pytest.fixture
+def journal(db: Path) -> Iterator[Journal]:
+    with Journal(db) as j:
+        yield j
+
+
+def begin(journal: Journal, inventory: Path, run_id: str = "r1") -> None:
+    journal.begin_run(
+        run_id,
+        inventory,
+        "sha256:abc",
+        {"strategy": "batch"},
+        NODES,
+        budget={"max_failures": 1},
+        started_at=T0,
+    )
+
+
+def python(code: str, **kwargs: Any) -> subprocess.Popen[str]:
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    return subprocess.Popen([sys.executable, "-c", textwrap.dedent(code)], env=env, text=True, **kwargs)
+
+
+def test_journal_file_is_created_with_its_directories_in_wal_mode(journal: Journal, db: Path) -> None:
+    assert db.exists()
+    conn = sqlite3.connect(db)
+    assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+    conn.close()
+
+
+def test_a_journal_from_a_newer_orchestrator_is_refused(db: Path) -> None:
+    Journal(db).close()
+    conn = sqlite3.connect(db)
+    conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    conn.close()
+    with pytest.raises(JournalError, match="newer"):
+        Journal(db)
+
+
+def test_every_write_is_visible_to_another_connection_before_the_call_returns(
+    journal: Journal, db: Path, inventory: Path
+) -> None:
+    begin(journal, inventory)
+    journal.record_phase("r1", "web01", "drain", "started", at(1))
+    reader = Journal(db)
+    assert reader.unfinished_nodes("r1")[0].last_phase == "drain"
+    journal.set_node_state("r1", "web01", rotation="out", reason="draining")
+    assert reader.nodes_out_of_rotation("r1")[0].reason == "draining"
+    reader.close()
+
+
+def test_run_result_is_rebuilt_from_the_journal(journal: Journal, db: Path, inventory: Path) -> None:
+    begin(journal, inventory)
+    error = ErrorInfo(kind="cannot_accept_control", message="1061", code=1061, target="W3SVC")
+    journal.record_phase("r1", "web01", "preflight", "started", at(0))
+    journal.record_phase("r1", "web01", "preflight", "ok", at(1), "3 services")
+    journal.set_node_state("r1", "web01", rotation="in", services_before={"W3SVC": "Running"})
+    journal.record_phase("r1", "web01", "drain", "started", at(1))
+    journal.record_phase("r1", "web01", "drain", "ok", at(5))
+    journal.set_node_state("r1", "web01", rotation="out", reason="drained for restart")
+    # Two attempts at stop: the first fails with a retryable error, the second too.
+    journal.record_phase("r1", "web01", "stop", "started", at(5))
+    journal.record_phase("r1", "web01", "stop", "failed", at(8), "retrying", error)
+    journal.record_phase("r1", "web01", "stop", "started", at(9))
+    journal.record_phase("r1", "web01", "stop", "failed", at(20), "gave up", error)
+    journal.set_node_state(
+        "r1",
+        "web01",
+        rotation="out",
+        services={"W3SVC": "StopPending"},
+        outcome="failed",
+        reason="stop failed; drained",
+    )
+    for phase in ("preflight", "drain", "stop", "start", "verify", "undrain"):
+        journal.record_phase("r1", "web02", phase, "started", at(20))
+        journal.record_phase("r1", "web02", phase, "ok", at(21))
+    journal.set_node_state("r1", "web02", rotation="in", outcome="done")
+    journal.finish_run("r1", "partial", ExitCode.PARTIAL, at(30))
+    journal.close()
+
+    result = Journal(db).run_result("r1")
+    assert (result.outcome, result.exit_code, result.ended_at) == ("partial", ExitCode.PARTIAL, at(30))
+    assert result.inventory_path == str(inventory.resolve())
+    assert result.plan == {"strategy": "batch"}
+    assert result.budget == {"max_failures": 1}
+    assert result.tool_version == orchestrator.__version__
+    web01, web02, web03 = result.nodes
+    assert (web01.outcome, web01.rotation, web01.left_out_reason) == ("failed", "out", "stop failed; drained")
+    assert (web01.started_at, web01.ended_at) == (at(0), at(20))
+    assert web01.services_before == {"W3SVC": "Running"}
+    assert web01.services_after == {"W3SVC": "StopPending"}
+    assert [(p.phase, p.outcome, p.attempts) for p in web01.phases] == [
+        ("preflight", "ok", 1),
+        ("drain", "ok", 1),
+        ("stop", "failed", 2),
+    ]
+    stop = web01.phases[2]
+    assert (stop.started_at, stop.ended_at, stop.detail, stop.error) == (at(5), at(20), "gave up", error)
+    assert web01.failed_phase == stop
+    assert web02.outcome == "done" and len(web02.phases) == 6
+    assert (web03.outcome, web03.group, web03.phases, web03.started_at) == ("not_started", None, [], None)
+    assert result.totals.failed == 1 and result.totals.out_of_rotation == 1
+
+
+def test_a_retried_phase_that_succeeds_has_no_error(journal: Journal, inventory: Path) -> None:
+    begin(journal, inventory)
+    journal.record_phase("r1", "web01", "start", "started", at(0))
+    journal.record_phase(
+        "r1", "web01", "start", "failed", at(1), error=ErrorInfo(kind="timed_out", message="1053")
+    )
+    journal.record_phase("r1", "web01", "start", "started", at(2))
+    journal.record_phase("r1", "web01", "start", "ok", at(3))
+    (phase,) = journal.run_result("r1").nodes[0].phases
+    assert (phase.outcome, phase.attempts, phase.error, phase.ended_at) == ("ok", 2, None, at(3))
+
+
+def killed_run(db: Path, inventory: Path) -> int:
+    """A run whose process holds the lock and dies by SIGKILL in the middle of web01's stop."""
+    proc = python(
+        f"""
+        import os, signal
+        from orchestrator.journal import Journal
+        j = Journal({str(db)!r})
+        j.acquire_lock({str(inventory)!r}, "dead-run")
+        j.begin_run("dead-run", {str(inventory)!r}, "d", {{}}, {NODES!r})
+        j.record_phase("dead-run", "web01", "preflight", "started")
+        j.record_phase("dead-run", "web01", "preflight", "ok")
+        j.record_phase("dead-run", "web01", "drain", "started")
+        j.record_phase("dead-run", "web01", "drain", "ok")
+        j.set_node_state("dead-run", "web01", rotation="out", reason="drained for restart")
+        j.record_phase("dead-run", "web01", "stop", "started")
+        os.kill(os.getpid(), signal.SIGKILL)
+        """
+    )
+    assert proc.wait(timeout=30) == -signal.SIGKILL
+    return proc.pid
+
+
+def test_a_run_killed_mid_phase_is_reported_honestly(db: Path, inventory: Path) -> None:
+    killed_run(db, inventory)
+    journal = Journal(db)
+    summary = journal.latest_run(inventory)
+    assert summary is not None
+    assert (summary.run_id, summary.outcome, summary.exit_code) == (
+        "dead-run",
+        "incomplete",
+        ExitCode.INTERNAL,
+    )
+    assert (summary.nodes, summary.unfinished, summary.out_of_rotation) == (3, 3, 1)
+
+    result = journal.run_result("dead-run")
+    assert result.outcome == "incomplete" and result.ended_at is None
+    web01 = result.nodes[0]
+    assert (web01.outcome, web01.rotation, web01.left_out_reason) == (
+        "interrupted",
+        "out",
+        "drained for restart",
+    )
+    assert web01.ended_at is None
+    stop = web01.phases[-1]
+    assert (stop.phase, stop.outcome, stop.ended_at) == ("stop", "cancelled", None)
+    assert "no end recorded" in stop.detail
+    assert [n.outcome for n in result.nodes[1:]] == ["not_started", "not_started"]
+
+    (out,) = journal.nodes_out_of_rotation("dead-run")
+    assert (out.name, out.last_phase, out.last_status, out.outcome) == ("web01", "stop", "started", None)
+    assert [n.name for n in journal.unfinished_nodes("dead-run")] == ["web01", "web02", "web03"]
+
+
+def test_the_lock_of_a_dead_process_is_taken_over_and_recorded(db: Path, inventory: Path) -> None:
+    dead_pid = killed_run(db, inventory)
+    journal = Journal(db)
+    takeover = journal.acquire_lock(inventory, "r2")
+    assert takeover is not None
+    assert (takeover.stale_run_id, takeover.stale_pid) == ("dead-run", dead_pid)
+    assert journal.lock_takeovers(inventory) == [takeover]
+    with pytest.raises(LockHeld) as held:
+        Journal(db).acquire_lock(inventory, "r3")
+    assert (held.value.run_id, held.value.pid) == ("r2", os.getpid())
+
+
+def test_a_live_lock_in_another_process_is_respected(db: Path, inventory: Path) -> None:
+    holder = python(
+        f"""
+        import sys
+        from orchestrator.journal import Journal
+        j = Journal({str(db)!r})
+        j.acquire_lock({str(inventory)!r}, "other-run")
+        print("locked", flush=True)
+        sys.stdin.read()
+        j.release_lock({str(inventory)!r}, "other-run")
+        """,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdin is not None
+        assert holder.stdout.readline() == "locked\n"
+        journal = Journal(db)
+        with pytest.raises(LockHeld) as held:
+            journal.acquire_lock(inventory, "mine")
+        assert (held.value.pid, held.value.run_id) == (holder.pid, "other-run")
+        assert "other-run" in str(held.value)
+        holder.stdin.close()
+        assert holder.wait(timeout=30) == 0
+        assert journal.acquire_lock(inventory, "mine") is None
+        assert journal.lock_takeovers(inventory) == []
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def test_two_journals_on_one_file_contend_for_the_lock(db: Path, inventory: Path, tmp_path: Path) -> None:
+    first, second = Journal(db), Journal(db)
+    assert first.acquire_lock(inventory, "r1") is None
+    assert first.acquire_lock(inventory, "r1") is None  # re-entrant for the same run
+    with pytest.raises(LockHeld):
+        second.acquire_lock(inventory, "r2")
+    assert second.acquire_lock(tmp_path / "other.yaml", "r2") is None  # locks are per inventory
+    assert second.release_lock(inventory, "r2") is False  # cannot drop another run's lock
+    with pytest.raises(LockHeld):
+        second.acquire_lock(inventory, "r2")
+    assert first.release_lock(inventory, "r1") is True
+    assert second.acquire_lock(inventory, "r2") is None
+
+
+def test_a_lock_from_another_host_is_never_taken_over(journal: Journal, db: Path, inventory: Path) -> None:
+    conn = sqlite3.connect(db)
+    with conn:
+        conn.execute(
+            "INSERT INTO locks VALUES (?, 'remote-run', 999999999, 'another-host', ?)",
+            (str(inventory.resolve()), T0.isoformat()),
+        )
+    conn.close()
+    with pytest.raises(LockHeld) as held:
+        journal.acquire_lock(inventory, "r1")
+    assert (held.value.host, held.value.since) == ("another-host", T0)
+
+
+def test_latest_run_is_per_inventory_whatever_the_spelling_of_its_path(
+    journal: Journal, inventory: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert journal.latest_run(inventory) is None
+    begin(journal, inventory, "r1")
+    journal.finish_run("r1", "succeeded", 0, at(10))
+    monkeypatch.chdir(tmp_path)
+    begin(journal, Path("farm.yaml"), "r2")
+    journal.begin_run("other", tmp_path / "other.yaml", "x", {}, [("a", "h", None)])
+    latest = journal.latest_run(inventory)
+    assert latest is not None and (latest.run_id, latest.outcome) == ("r2", "incomplete")
+    journal.finish_run("r2", "aborted_window", ExitCode.ABORTED_WINDOW, at(20))
+    latest = journal.latest_run("./farm.yaml")
+    assert latest is not None
+    assert (latest.outcome, latest.exit_code, latest.ended_at) == ("aborted_window", 6, at(20))
+
+
+def test_unfinished_and_out_of_rotation_nodes(journal: Journal, inventory: Path) -> None:
+    begin(journal, inventory)
+    journal.set_node_state("r1", "web01", rotation="in", outcome="done")
+    journal.set_node_state("r1", "web02", rotation="out", outcome="failed", reason="verify failed")
+    journal.set_node_state("r1", "web03", rotation="unknown", outcome="interrupted")
+    assert [n.name for n in journal.unfinished_nodes("r1")] == ["web02", "web03"]
+    (out,) = journal.nodes_out_of_rotation("r1")
+    assert (out.name, out.host, out.group, out.reason) == ("web02", "10.0.0.2", "site-a", "verify failed")
+    journal.set_node_state("r1", "web02", rotation="in", outcome="done")
+    assert journal.nodes_out_of_rotation("r1") == []
+
+
+def test_bad_writes_are_refused_and_leave_nothing_behind(journal: Journal, inventory: Path) -> None:
+    begin(journal, inventory)
+    with pytest.raises(JournalError, match="already in the journal"):
+        begin(journal, inventory)
+    with pytest.raises(JournalError, match="twice"):
+        journal.begin_run("r2", inventory, "d", {}, [NODES[0], NODES[0]])
+    assert journal.latest_run(inventory).run_id == "r1"  # type: ignore[union-attr]
+    with pytest.raises(JournalError, match="not part of run"):
+        journal.record_phase("r1", "web99", "stop", "started")
+    with pytest.raises(JournalError, match="phase status"):
+        journal.record_phase("r1", "web01", "stop", "exploded")  # type: ignore[arg-type]
+    with pytest.raises(JournalError, match="rotation"):
+        journal.set_node_state("r1", "web01", rotation="sideways")  # type: ignore[arg-type]
+    with pytest.raises(JournalError, match="does not match"):
+        journal.finish_run("r1", "partial", 0)
+    with pytest.raises(JournalError, match="no timezone"):
+        journal.record_phase("r1", "web01", "stop", "started", datetime(2025, 3, 1, 2, 0))
+    with pytest.raises(JournalError, match="incomplete"):
+        journal.finish_run("r1", "incomplete", 1)
+    with pytest.raises(JournalError, match="unknown run"):
+        journal.run_result("nope")
+    result = journal.run_result("r1")
+    assert result.outcome == "incomplete"
+    assert all(node.phases == [] and node.outcome == "not_started" for node in result.nodes)
+
+
+def test_secrets_never_reach_the_journal_file(db: Path, inventory: Path) -> None:
+    password = f"pw-{uuid.uuid4()}"
+    plan_token = f"tok-{uuid.uuid4()}"
+    register_secret(password)
+    with Journal(db) as journal:
+        journal.begin_run(
+            "r1", inventory, "d", {"lb": {"api_token": plan_token}, "note": f"user:{password}"}, NODES
+        )
+        error = ErrorInfo(kind="auth", message=f"logon failed for {password}")
+        journal.record_phase("r1", "web01", "preflight", "failed", detail=f"tried {password}", error=error)
+        journal.set_node_state("r1", "web01", rotation="in", outcome="failed", reason=f"bad {password}")
+        result = journal.run_result("r1")
+    raw = b"".join(path.read_bytes() for path in db.parent.iterdir())
+    assert password.encode() not in raw and plan_token.encode() not in raw
+    assert result.nodes[0].left_out_reason == "bad [REDACTED]"
+    assert result.plan["lb"] == {"api_token": "[REDACTED]"}
