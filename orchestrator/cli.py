@@ -54,7 +54,9 @@ def validate(inventory: InventoryArg) -> None:
         plan = static_plan(inv)
     except InvalidInput as exc:
         _fail(str(exc), ExitCode.INVALID_INPUT)
-    out.print(f"{inventory}: OK ({len(inv.nodes)} nodes, {len(plan.batches)} batches, strategy {plan.strategy})")
+    out.print(
+        f"{inventory}: OK ({len(inv.nodes)} nodes, {len(plan.batches)} batches, strategy {plan.strategy})"
+    )
 
 
 @app.command()
@@ -197,7 +199,9 @@ def schema(
 def sim(
     inventory: Annotated[Path | None, typer.Option(help="Simulate the nodes of this inventory.")] = None,
     nodes: Annotated[int | None, typer.Option(help="Or simulate N nodes web-001... instead.")] = None,
-    describe: Annotated[Path | None, typer.Option(help="Write the farm's addresses and credentials here.")] = None,
+    describe: Annotated[
+        Path | None, typer.Option(help="Write the farm's addresses and credentials here.")
+    ] = None,
     workers: Annotated[int, typer.Option(help="Spread the nodes over this many processes.")] = 1,
     base_address: Annotated[str | None, typer.Option(help="First loopback address (with --nodes).")] = None,
 ) -> None:

@@ -658,6 +658,9 @@ class _Loader:
                 close = difflib.get_close_matches(entry.group, list(self.raw.groups), n=1)
                 hint = f"did you mean {close[0]!r}?" if close else "groups are defined under groups:"
                 raise self.fail(("nodes", index, "group"), f"unknown group {entry.group!r}; {hint}")
+        for name in self.raw.groups:
+            if not any(entry.group == name for entry in self.raw.nodes):
+                self.warn(("groups", name), f"group {name!r} has no nodes")
 
     def _check_credentials(self, path: PathKey, cred: CredentialsRef) -> None:
         given = cred.model_fields_set
@@ -762,9 +765,6 @@ class _Loader:
             raise self.fail((*here, "window"), "window applies to strategy: window; this rollout uses batch")
         if "seed" in given and rollout.order != "shuffle":
             self.warn((*here, "seed"), f"seed has no effect with order: {rollout.order}")
-        for name, group in self.raw.groups.items():
-            if group.max_unavailable is not None and not any(e.group == name for e in self.raw.nodes):
-                self.warn(("groups", name, "max_unavailable"), f"group {name!r} has no nodes")
 
     def _check_load_balancer(self) -> None:
         lb = self.raw.load_balancer
@@ -833,10 +833,12 @@ class _NodeResolver:
     def _check_transport(self, credentials: CredentialsRef) -> None:
         t = self.settings.transport
         auth, scheme = ("transport", "auth"), ("transport", "scheme")
-        if t.auth in ("basic", "certificate") and t.scheme != "https":
+        if t.auth == "basic" and t.scheme != "https":
             raise self.fail(
-                f"auth {t.auth} sends credentials in the clear over http; use scheme: https", auth, scheme
+                "auth basic sends credentials in the clear over http; use scheme: https", auth, scheme
             )
+        if t.auth == "certificate" and t.scheme != "https":
+            raise self.fail("auth certificate is a TLS client certificate; use scheme: https", auth, scheme)
         if t.auth == "certificate" and credentials.form != "certificate":
             raise self.fail(
                 "auth certificate needs cert_file and key_file credentials", ("credentials",), auth

@@ -34,7 +34,9 @@ class RunRecorder:
     ) -> None:
         at = utc_now()
         self.journal.record_phase(self.run_id, node, phase, status, at, detail, error)
-        event = PhaseEvent(at=at, run_id=self.run_id, node=node, phase=phase, status=status, detail=detail, error=error)
+        event = PhaseEvent(
+            at=at, run_id=self.run_id, node=node, phase=phase, status=status, detail=detail, error=error
+        )
         self._emit(event)
         fields: dict[str, Any] = {"node": node, "phase": phase, "status": status}
         if detail:
@@ -61,7 +63,12 @@ class RunRecorder:
         )
         self._emit(
             NodeFinished(
-                at=utc_now(), run_id=self.run_id, node=node, outcome=node_outcome, rotation=rotation, reason=reason
+                at=utc_now(),
+                run_id=self.run_id,
+                node=node,
+                outcome=node_outcome,
+                rotation=rotation,
+                reason=reason,
             )
         )
         log.info("node", node=node, outcome=outcome, rotation=rotation, reason=reason)

@@ -17,6 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import structlog
 
@@ -72,7 +73,9 @@ def _digest(path: Path) -> str:
 
 
 class Rollout:
-    def __init__(self, inv: Inventory, options: RunOptions | None = None, lb: LoadBalancer | None = None) -> None:
+    def __init__(
+        self, inv: Inventory, options: RunOptions | None = None, lb: LoadBalancer | None = None
+    ) -> None:
         self.inv = inv
         self.options = options or RunOptions()
         self.lb: LoadBalancer = lb or NoBalancer()
@@ -94,9 +97,9 @@ class Rollout:
         else:
             log.warning("stop requested: no new node will start; nodes in flight finish")
 
-    def _install_signals(self) -> list[int]:
+    def _install_signals(self) -> list[signal.Signals]:
         loop = asyncio.get_running_loop()
-        installed = []
+        installed: list[signal.Signals] = []
         for sig in (signal.SIGINT, signal.SIGTERM):
             try:
                 loop.add_signal_handler(sig, self.request_stop)
@@ -146,7 +149,8 @@ class Rollout:
             )
             async with HealthChecker() as health:
                 flows = {
-                    n.name: Workflow(make_job(n), sessions[n.name], self.lb, health, recorder) for n in inv.nodes
+                    n.name: Workflow(make_job(n), sessions[n.name], self.lb, health, recorder)
+                    for n in inv.nodes
                 }
                 outcome, plan = await self._execute(flows, health, recorder)
             nodes = [flows[n.name].result for n in inv.nodes]
@@ -177,14 +181,20 @@ class Rollout:
         self, flows: dict[str, Workflow], health: HealthChecker, recorder: RunRecorder
     ) -> tuple[RunOutcome, Plan | None]:
         inv = self.inv
-        unknown = sorted(set(n.lb_name for n in inv.nodes) - await self.lb.known(n.lb_name for n in inv.nodes))
+        unknown = sorted(
+            set(n.lb_name for n in inv.nodes) - await self.lb.known(n.lb_name for n in inv.nodes)
+        )
         if unknown:
             bad = next(n for n in inv.nodes if n.lb_name == unknown[0])
             log.error("load balancer does not know nodes", servers=unknown)
-            raise InvalidInput(str(inv.node_error(bad.name, ("lb_name",), f"the load balancer has no server {unknown[0]!r}")))
+            raise InvalidInput(
+                str(inv.node_error(bad.name, ("lb_name",), f"the load balancer has no server {unknown[0]!r}"))
+            )
 
         # Whole-fleet preflight: read-only, bounded concurrency; one refusal stops everything.
-        oks = await bounded_map(lambda f: f.preflight(), flows.values(), limit=self.options.preflight_concurrency)
+        oks = await bounded_map(
+            lambda f: f.preflight(), flows.values(), limit=self.options.preflight_concurrency
+        )
         for flow in flows.values():
             recorder.services_before[flow.job.name] = flow.result.services_before
         if not all(oks):
@@ -245,7 +255,7 @@ class Rollout:
         log.debug("waiting", reason=wait.reason)
         timeout = None if wait.until is None else max(0.0, wait.until - now)
         stop = asyncio.create_task(self._stop.wait()) if not self._stop.is_set() else None
-        pending: set[asyncio.Future[object]] = set(self._tasks)  # type: ignore[arg-type]
+        pending: set[asyncio.Future[Any]] = set(self._tasks)
         if stop is not None:
             pending.add(stop)
         if not pending:
@@ -275,4 +285,4 @@ def _monotonic_deadline(finish_by: datetime | None) -> float | None:
     return time.monotonic() + (finish_by - utc_now()).total_seconds()
 
 
-__all__ = ["InvalidInput", "Locked", "RunOptions", "Rollout", "SourceError", "static_plan"]
+__all__ = ["InvalidInput", "Locked", "Rollout", "RunOptions", "SourceError", "static_plan"]

@@ -205,7 +205,8 @@ class Scheduler:
     def _startable(self, batch: int, now: float) -> tuple[list[str], list[str], list[str]]:
         """Nodes of `batch` that may start now, and those held back by the floor or the window."""
         limits = self._plan.limits
-        slots = (limits.window or limits.max_unavailable) - len(self._in_flight)
+        cap = limits.max_unavailable if limits.window is None else min(limits.window, limits.max_unavailable)
+        slots = cap - len(self._in_flight)
         per_group = Counter(self._plan.node_groups[name] for name in self._in_flight)
         healthy = self._healthy_count()
         starts: list[str] = []

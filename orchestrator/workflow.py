@@ -12,6 +12,7 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Protocol
 
 from orchestrator.actions.base import Action, ActionContext, PhaseFailed
@@ -26,6 +27,7 @@ from orchestrator.results import (
     NodeOutcome,
     NodeResult,
     Phase,
+    PhaseOutcome,
     PhaseResult,
     PhaseStatus,
     Rotation,
@@ -209,7 +211,9 @@ class Workflow:
         except TimeoutError:
             kind = "deadline" if by_deadline else "timed_out"
             what = "node deadline" if by_deadline else f"{phase} timeout"
-            error = ErrorInfo(kind=kind, message=f"{phase} did not finish within the {what} ({timeout or 0:g}s)")
+            error = ErrorInfo(
+                kind=kind, message=f"{phase} did not finish within the {what} ({timeout or 0:g}s)"
+            )
         except PhaseFailed as exc:
             error, detail = exc.info, exc.detail
         except RemoteError as exc:
@@ -223,21 +227,25 @@ class Workflow:
         return error is None
 
     def _record(
-        self, phase: Phase, started: object, outcome: str, error: ErrorInfo | None, extra: str = ""
+        self,
+        phase: Phase,
+        started: datetime,
+        outcome: PhaseOutcome,
+        error: ErrorInfo | None,
+        extra: str = "",
     ) -> None:
         detail = "; ".join([*self._notes, extra] if extra else self._notes)
-        status: PhaseStatus = "ok" if outcome == "ok" else "cancelled" if outcome == "cancelled" else "failed"
         self.result.phases.append(
             PhaseResult(
                 phase=phase,
-                started_at=started,  # type: ignore[arg-type]
+                started_at=started,
                 ended_at=utc_now(),
-                outcome=status if status != "failed" else "failed",
+                outcome=outcome,
                 detail=detail,
                 error=error,
             )
         )
-        self.recorder.phase(self.job.name, phase, status, detail, error)
+        self.recorder.phase(self.job.name, phase, outcome, detail, error)
         if error is not None and self.result.rotation == "out":
             self.result.left_out_reason = f"{phase} failed: {error.message}"
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 from orchestrator.remote import cmdlets
 from orchestrator.remote.errors import RemoteError
@@ -17,6 +17,7 @@ from orchestrator.remote.session import Session
 from orchestrator.results import ErrorInfo
 
 Note = Callable[[str], None]
+T = TypeVar("T")
 
 
 class PhaseFailed(Exception):
@@ -118,7 +119,7 @@ async def kill_workers(ctx: ActionContext) -> list[int]:
     return pids
 
 
-async def reconnect(ctx: ActionContext, probe: Callable[[], Awaitable[object]]) -> None:
+async def reconnect(ctx: ActionContext, probe: Callable[[], Awaitable[T]]) -> T:
     """Retry `probe` (a remote call) with backoff until it succeeds or the phase deadline cancels us;
     transport errors are expected while WinRM itself restarts. Auth errors are not retried: they will
     not heal by waiting."""
@@ -127,11 +128,14 @@ async def reconnect(ctx: ActionContext, probe: Callable[[], Awaitable[object]]) 
     while True:
         attempts += 1
         try:
-            await probe()
-            if attempts > 1:
-                ctx.note(f"WinRM reachable again after {attempts} attempts")
-            return
+            result = await probe()
         except RemoteError as err:
             if err.kind != "transport":
                 raise
+            # The pool died with WinRM; the next call must log on again.
+            await ctx.session.reset()
+        else:
+            if attempts > 1:
+                ctx.note(f"WinRM reachable again after {attempts} attempts")
+            return result
         await asyncio.sleep(pause())

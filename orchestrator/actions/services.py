@@ -14,6 +14,7 @@ from orchestrator.actions import graph
 from orchestrator.actions.base import (
     ActionContext,
     PhaseFailed,
+    backoff,
     kill_workers,
     reconnect,
     start_and_wait,
@@ -44,9 +45,17 @@ class ServiceRestart:
         self.detached = detached
         self.stop_set: list[str] = []
         self.requires: dict[str, list[str]] = {}
+        self.detached_pid: int | None = None
 
     def watched_services(self) -> Sequence[str]:
-        return self.stop_set or self.targets
+        """The restarted services and those they depend on: all must run before the node is back."""
+        if not self.stop_set:
+            return self.targets
+        needed = {d for name in self.stop_set for d in self.requires.get(name, ())}
+        return [
+            *self.stop_set,
+            *sorted(n for n in needed if n.upper() not in {s.upper() for s in self.stop_set}),
+        ]
 
     async def preflight(self, ctx: ActionContext) -> None:
         timeout = ctx.call_timeout
@@ -75,7 +84,7 @@ class ServiceRestart:
                 )
             )
         self.stop_set = graph.stop_order(closure.values(), self.requires)
-        states = await cmdlets.get_services(ctx.session, self.stop_set, timeout=timeout)
+        states = await cmdlets.get_services(ctx.session, self.watched_services(), timeout=timeout)
         ctx.services_before = {s.name: s.status for s in states.values()}
         ctx.note(f"stop order: {' -> '.join(self.stop_set)}")
 
@@ -101,7 +110,8 @@ class ServiceRestart:
             raise PhaseFailed(
                 ErrorInfo(
                     kind="timed_out",
-                    message=f"{name} did not stop within {self.stop_timeout:g}s (now {status}); nothing was killed",
+                    message=f"{name} did not stop within {self.stop_timeout:g}s (now {status}); "
+                    "nothing was killed",
                     target=name,
                 ),
                 detail="escalation is 'none': the node stays out of rotation with its services as they are",
@@ -120,9 +130,8 @@ class ServiceRestart:
 
     async def start(self, ctx: ActionContext) -> None:
         wanted = self._wanted(ctx)
-        if self.detached:
-            # The detached command took WinRM down with it; wait for the node to answer again.
-            await reconnect(ctx, lambda: cmdlets.get_services(ctx.session, wanted, timeout=ctx.call_timeout))
+        if self.detached_pid is not None:
+            await self._wait_detached(ctx, self.detached_pid)
         for name in wanted:
             await start_and_wait(ctx, name)
 
@@ -132,16 +141,29 @@ class ServiceRestart:
         steps = [f"net stop {t} /y" for t in self.targets] + [f"net start {n}" for n in self._wanted(ctx)]
         command_line = "cmd.exe /c " + " & ".join(steps)
         pid = await cmdlets.create_detached_process(ctx.session, command_line, timeout=ctx.call_timeout)
+        self.detached_pid = pid
         ctx.note(f"detached process {pid}: {command_line}")
-        # The session's pool dies with WinRM; forget it so the next call reconnects.
-        await ctx.session.reset()
+
+    async def _wait_detached(self, ctx: ActionContext, pid: int) -> None:
+        """Wait until the detached process has exited. WinRM goes away and comes back meanwhile, so
+        transport errors are expected and retried; what we observe before the process exits (even
+        'all Running') says nothing, since its stop may not have happened yet."""
+        pause = backoff(ctx)
+        while True:
+            running = await reconnect(
+                ctx, lambda: cmdlets.process_running(ctx.session, pid, timeout=ctx.call_timeout)
+            )
+            if not running:
+                ctx.note(f"detached process {pid} finished")
+                return
+            await asyncio.sleep(pause())
 
 
 async def _status_or_unknown(ctx: ActionContext, name: str) -> str:
     try:
         states = await cmdlets.get_services(ctx.session, [name], timeout=ctx.call_timeout)
         return states[name.upper()].status
-    except Exception:  # noqa: BLE001 - only for the message; the timeout is the error we report
+    except Exception:  # only for the message; the timeout is the error we report
         return "unknown"
 
 

@@ -113,6 +113,12 @@ async def worker_process_ids(session: Session, *, timeout: float) -> list[int]:
     return [int(prop(p, "Id")) for p in inv.output if prop(p, "Id") is not None]
 
 
+async def process_running(session: Session, pid: int, *, timeout: float) -> bool:
+    inv = await session.invoke(Cmd.of("Get-Process", Id=pid), timeout=timeout)
+    _raise_first(inv, ignore={"not_found", "remote"})
+    return bool(inv.output)
+
+
 async def stop_process(session: Session, pid: int, *, timeout: float) -> None:
     inv = await session.invoke(Cmd.of("Stop-Process", "Force", Id=pid), timeout=timeout)
     _raise_first(inv, ignore={"not_found"})

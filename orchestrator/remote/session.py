@@ -9,6 +9,7 @@ leaves a thread blocked in a long remote call.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 from collections.abc import Sequence
 from concurrent.futures import Executor
@@ -84,7 +85,7 @@ class Session:
                 cancel.set()
                 try:
                     await asyncio.wait_for(asyncio.shield(fut), self.target.operation_timeout + 5)
-                except BaseException:  # noqa: BLE001 - we are already failing; the first error wins
+                except BaseException:  # we are already failing; the first error wins
                     self._drop_pool()
                 if isinstance(exc, TimeoutError):
                     raise RemoteError(
@@ -123,7 +124,8 @@ class Session:
             password=t.password,
             ssl=t.scheme == "https",
             auth=t.auth,
-            cert_validation=t.cert_validation,
+            # pypsrp hands this to requests' `verify`, which takes a CA bundle path as well as a bool.
+            cert_validation=t.cert_validation,  # type: ignore[arg-type]
             encryption="always" if t.scheme == "http" else "auto",
             connection_timeout=int(t.connect_timeout),
             operation_timeout=int(t.operation_timeout),
@@ -164,7 +166,6 @@ class Session:
 
 
 def _close_quietly(pool: Any) -> None:
-    try:
+    # The node may already be gone; closing is best effort.
+    with contextlib.suppress(Exception):
         pool.close()
-    except Exception:  # noqa: BLE001 - the node may already be gone; closing is best effort
-        pass

@@ -186,7 +186,8 @@ class _Net:
         svc = _find(self.sh.node, " ".join(names[1:]))
         if svc is None:
             self.sh.err(
-                "The service name is invalid.\r\n\r\nMore help is available by typing NET HELPMSG 2185.\r\n\r\n"
+                "The service name is invalid.\r\n\r\n"
+                "More help is available by typing NET HELPMSG 2185.\r\n\r\n"
             )
             return 2
         if names[0].lower() == "start":
@@ -286,9 +287,9 @@ class _Sc:
             return 1
         verb = args[0].lower()
         if verb == "query" and len(args) == 1:
-            for svc in self.scm.all():
-                if not svc.spec.driver:
-                    self.sh.out(self.block(svc))
+            for each in self.scm.all():
+                if not each.spec.driver:
+                    self.sh.out(self.block(each))
             return 0
         svc = self.scm.find(args[1]) if len(args) > 1 else None
         if svc is None:
@@ -373,27 +374,29 @@ class _IisReset:
             return 1
         return await self.start(restarted=True, names=running)
 
-    async def stop(self, timeout: float, force: bool) -> bool:
+    async def stop(self, grace: float, force: bool) -> bool:
         self.sh.out("Attempting stop...\r\n")
         services = self.iis_services()
         if any(self.node.has_fault(AccessDenied, s.name) for s in services):
             self.sh.err(IISRESET_ACCESS_DENIED)
             return False
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + grace
         for svc in services:
+            # One after the other, dependents first: a stop control with a dependent still stopping is 1051.
             if svc.state == ServiceState.Running:
                 try:
                     self.scm.control_stop(svc.name, "iisreset")
                 except Win32Error:
-                    # 1061 and friends: the graceful stop failed; the timeout below decides.
+                    # 1061 and friends: the graceful stop failed; the timeout decides what follows.
                     continue
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        for svc in services:
-            await self.scm.wait_for(svc.name, ServiceState.Stopped, max(0.0, deadline - loop.time()))
+            if not await self.scm.wait_for(svc.name, ServiceState.Stopped, max(0.0, deadline - loop.time())):
+                break
         if not all(s.state == ServiceState.Stopped for s in services):
             if not force:
                 self.sh.err(
-                    "Restart attempt failed.\r\nThe IIS Admin Service or the World Wide Web Publishing Service, or a "
+                    "Restart attempt failed.\r\n"
+                    "The IIS Admin Service or the World Wide Web Publishing Service, or a "
                     "service dependent on them failed to stop.\r\n"
                 )
                 return False

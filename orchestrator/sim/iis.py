@@ -320,10 +320,21 @@ class Iis:
 
     # --- following the services ---------------------------------------------------------------
 
-    async def service_stopping(self, name: str) -> None:
-        """Stop work for W3SVC/WAS: the pools stop gracefully before the service reports Stopped."""
+    async def service_stopping(self, name: str, hang: bool) -> None:
+        """Stop work for W3SVC/WAS: the pools stop gracefully before the service reports Stopped.
+
+        A hanging stop is what operators meet on real servers: a worker process that never exits
+        holds W3SVC/WAS in StopPending. Killing the w3wp processes releases it (the kill-workers
+        escalation); any other service hangs until its host is terminated."""
         if name.upper() not in ("W3SVC", "WAS"):
+            if hang:
+                await asyncio.Event().wait()
             return
+        if hang:
+            stuck = [w for p in self.pools.values() for w in p.workers()]
+            if not stuck:
+                await asyncio.Event().wait()
+            await asyncio.gather(*(w.exited.wait() for w in stuck))
         await asyncio.gather(
             *(p.stop_gracefully() for p in self.pools.values() if p.state != PoolState.Stopped)
         )
@@ -348,23 +359,24 @@ class Iis:
         group = svc.spec.host
         if group is None or group in self._hosts:
             return
+        host_group: str = group
+
+        def killed(source: str) -> None:
+            self._host_killed(host_group, source)
+
         if group == "inetinfo":
-            proc = self.processes.spawn("inetinfo", "C:\\Windows\\system32\\inetsrv\\inetinfo.exe")
-        else:
             proc = self.processes.spawn(
-                "svchost",
-                f"C:\\Windows\\system32\\svchost.exe -k {group}",
-                protected=group == "rpcss",
-                on_kill=lambda source, g=group: self._host_killed(g, source),
+                "inetinfo", "C:\\Windows\\system32\\inetsrv\\inetinfo.exe", on_kill=killed
             )
-        if group == "inetinfo":
-            proc.on_kill = lambda source: self._host_killed("inetinfo", source)
+        else:
+            cmdline = f"C:\\Windows\\system32\\svchost.exe -k {group}"
+            proc = self.processes.spawn("svchost", cmdline, protected=group == "rpcss", on_kill=killed)
         self._hosts[group] = proc
 
     def _host_stopped(self, svc: Service) -> None:
         group = svc.spec.host
         proc = self._hosts.get(group) if group is not None else None
-        if proc is None:
+        if group is None or proc is None:
             return
         hosted = [s for s in self.node.scm.all() if s.spec.host == group]
         if all(s.state == ServiceState.Stopped for s in hosted):

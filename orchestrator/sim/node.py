@@ -119,7 +119,11 @@ class SimNode:
             self.record("process_exited", pid=proc.pid, exit_code=code, output="".join(out))
 
         task = self.spawn(run())
-        proc.on_kill = lambda _source: task.cancel()
+
+        def killed(_source: str) -> None:
+            task.cancel()
+
+        proc.on_kill = killed
         return proc.pid
 
     async def close(self) -> None:

@@ -151,7 +151,9 @@ class Service:
 
 
 StateListener = Callable[[Service, ServiceState, bool], None]
-StopWork = Callable[[str], Awaitable[None]]
+# (service name, hang) -> what must finish before the service reports Stopped. With `hang` the work
+# never finishes on its own: only killing what it waits for (or terminating the service) ends it.
+StopWork = Callable[[str, bool], Awaitable[None]]
 
 
 class ServiceControlManager:
@@ -246,10 +248,10 @@ class ServiceControlManager:
         reachable = [d for d in depths if d >= 0]
         return 1 + max(reachable) if reachable else -1
 
-    async def wait_for(self, name: str, target: ServiceState, timeout: float | None) -> bool:
-        """Whether `name` reached `target` within `timeout` seconds (None: forever)."""
+    async def wait_for(self, name: str, target: ServiceState, within: float | None) -> bool:
+        """Whether `name` reached `target` within `within` seconds (None: forever)."""
         loop = asyncio.get_running_loop()
-        deadline = None if timeout is None else loop.time() + timeout
+        deadline = None if within is None else loop.time() + within
         while self.state(name) != target:
             event = self._changed
             remaining = None if deadline is None else deadline - loop.time()
@@ -261,10 +263,10 @@ class ServiceControlManager:
                 return self.state(name) == target
         return True
 
-    async def wait_settled(self, name: str, timeout: float | None) -> bool:
-        """Whether `name` left its pending state within `timeout` seconds."""
+    async def wait_settled(self, name: str, within: float | None) -> bool:
+        """Whether `name` left its pending state within `within` seconds."""
         loop = asyncio.get_running_loop()
-        deadline = None if timeout is None else loop.time() + timeout
+        deadline = None if within is None else loop.time() + within
         while self.state(name) in PENDING:
             remaining = None if deadline is None else deadline - loop.time()
             if remaining is not None and remaining <= 0:
@@ -433,12 +435,13 @@ class ServiceControlManager:
 
     async def _stopping(self, svc: Service) -> None:
         duration = self._duration(svc, "stop")
-        jobs = [asyncio.sleep(duration)]
+        hang = self._node.has_fault(HangStop, svc.name)
+        jobs: list[Awaitable[None]] = [asyncio.sleep(duration)]
         if self._stop_work is not None:
-            jobs.append(self._stop_work(svc.name))
+            jobs.append(self._stop_work(svc.name, hang))
         await asyncio.gather(*jobs)
-        if self._node.has_fault(HangStop, svc.name):
-            # Stuck in StopPending until its process is killed (terminate()).
+        if hang and self._stop_work is None:
+            # Stuck in StopPending until its host process is killed (terminate()).
             await asyncio.Event().wait()
         svc._transition = None
         svc.exit_code = 0

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.inventory import Share, json_schema, load_inventory, parse_inventory
+from orchestrator.inventory import Inventory, Share, json_schema, load_inventory, parse_inventory
 from orchestrator.yamlsource import Position, SourceError
 
 REPO = Path(__file__).resolve().parents[2]
@@ -50,11 +50,16 @@ def marked(source: str) -> tuple[str, Position]:
 INVALID = [
     # -- the document itself
     pytest.param(
-        text(version="", defaults="§" + DEFAULTS), "version", "required field is missing", id="missing-version"
+        text(version="", defaults="§" + DEFAULTS),
+        "version",
+        "required field is missing",
+        id="missing-version",
     ),
     pytest.param(text(version="§version: 2\n"), "version", "unsupported inventory version 2", id="version-2"),
     pytest.param(text(version="§version: '1'\n"), "version", "remove the quotes", id="version-quoted"),
-    pytest.param(text(extra="§rollot: {}\n"), "rollot", "unknown field; did you mean 'rollout'?", id="typo-top"),
+    pytest.param(
+        text(extra="§rollot: {}\n"), "rollot", "unknown field; did you mean 'rollout'?", id="typo-top"
+    ),
     pytest.param(
         text(extra="§defaults: {}\n"), "defaults", "duplicate key 'defaults'", id="yaml-duplicate-key"
     ),
@@ -65,12 +70,18 @@ INVALID = [
         id="yaml-syntax",
     ),
     pytest.param(
-        text(extra="§rollout:\n"), "rollout", "expected a mapping of settings, but the value is empty", id="empty-section"
+        text(extra="§rollout:\n"),
+        "rollout",
+        "expected a mapping of settings, but the value is empty",
+        id="empty-section",
     ),
     # -- nodes
     pytest.param(text(nodes="§nodes: []\n"), "nodes", "an inventory needs at least one node", id="no-nodes"),
     pytest.param(
-        text(nodes="nodes:\n  - §name: web-01\n"), "nodes[0].host", "required field is missing", id="node-no-host"
+        text(nodes="nodes:\n  - §name: web-01\n"),
+        "nodes[0].host",
+        "required field is missing",
+        id="node-no-host",
     ),
     pytest.param(
         text(nodes="nodes:\n  - {name: web-01, §host: 'http://web-01'}\n"),
@@ -124,7 +135,10 @@ INVALID = [
         id="unknown-group",
     ),
     pytest.param(
-        text(defaults="defaults:\n  credentials: {username_env: U, password_env: P}\n", nodes="nodes:\n  - §{name: web-01, host: 10.0.0.1}\n"),
+        text(
+            defaults="defaults:\n  credentials: {username_env: U, password_env: P}\n",
+            nodes="nodes:\n  - §{name: web-01, host: 10.0.0.1}\n",
+        ),
         "nodes[0].health",
         "no health check URL: set health.url in defaults, the group or the node",
         id="no-health-url",
@@ -170,10 +184,22 @@ INVALID = [
         id="basic-over-http-in-defaults",
     ),
     pytest.param(
-        text(nodes="nodes:\n  - {name: web-01, host: 10.0.0.1, transport: {scheme: https, §auth: certificate}}\n"),
+        text(
+            nodes="nodes:\n  - name: web-01\n    host: 10.0.0.1\n"
+            "    transport: {scheme: https, §auth: certificate}\n"
+        ),
         "nodes[0].transport.auth",
         "auth certificate needs cert_file and key_file credentials",
         id="certificate-without-cert",
+    ),
+    pytest.param(
+        text(
+            nodes="nodes:\n  - name: web-01\n    host: 10.0.0.1\n"
+            "    transport: {§auth: certificate}\n    credentials: {cert_file: c.pem, key_file: c.key}\n"
+        ),
+        "nodes[0].transport.auth",
+        "auth certificate is a TLS client certificate; use scheme: https",
+        id="certificate-over-http",
     ),
     pytest.param(
         text(nodes="nodes:\n  - {name: web-01, host: 10.0.0.1, transport: {§ca_file: ca.pem}}\n"),
@@ -244,7 +270,9 @@ INVALID = [
         id="app-pools-for-iis-restart",
     ),
     pytest.param(
-        text(defaults=DEFAULTS.replace('{url: "http://{host}:8080/healthz"}', '{§url: "http://{hots}:8080/"}')),
+        text(
+            defaults=DEFAULTS.replace('{url: "http://{host}:8080/healthz"}', '{§url: "http://{hots}:8080/"}')
+        ),
         "defaults.health.url",
         "unknown placeholder {hots}; did you mean {host}?",
         id="url-placeholder-typo",
@@ -282,7 +310,10 @@ INVALID = [
         id="ramp-bad-step",
     ),
     pytest.param(
-        text(extra="rollout:\n  strategy: window\n  §window: 0\n"), "rollout.window", "must be at least 1", id="window-0"
+        text(extra="rollout:\n  strategy: window\n  §window: 0\n"),
+        "rollout.window",
+        "must be at least 1",
+        id="window-0",
     ),
     pytest.param(
         text(extra="rollout:\n  §window: 2\n"),
@@ -340,7 +371,10 @@ INVALID = [
         id="haproxy-without-settings",
     ),
     pytest.param(
-        text(extra="load_balancer:\n  driver: none\n  §http: {drain_url: 'http://lb/d', ready_url: 'http://lb/r', status_url: 'http://lb/s'}\n"),
+        text(
+            extra="load_balancer:\n  driver: none\n  §http:\n"
+            "    {drain_url: 'http://lb/d', ready_url: 'http://lb/r', status_url: 'http://lb/s'}\n"
+        ),
         "load_balancer.http",
         "settings for driver http, but driver is none",
         id="lb-settings-for-other-driver",
@@ -401,14 +435,14 @@ sim: {anything: [goes, here], not: {validated: true}}
 
 
 @pytest.fixture
-def layered(tmp_path: Path):
+def layered(tmp_path: Path) -> Inventory:
     (tmp_path / "conf").mkdir()
     path = tmp_path / "conf" / "farm.yaml"
     path.write_text(LAYERED)
     return load_inventory(path)
 
 
-def test_group_and_node_override_defaults_key_by_key(layered) -> None:
+def test_group_and_node_override_defaults_key_by_key(layered: Inventory) -> None:
     web1, web2 = layered.nodes
     assert (web1.transport.scheme, web1.transport.port, web1.transport.connect_timeout) == ("https", 15986, 5)
     assert (web1.timeouts.stop, web1.timeouts.start, web1.timeouts.node) == (30, 45, 900)
@@ -417,7 +451,9 @@ def test_group_and_node_override_defaults_key_by_key(layered) -> None:
     assert web1.group == "site-a" and web2.group is None
 
 
-def test_credentials_are_replaced_as_a_whole_and_paths_resolve_beside_the_inventory(layered, tmp_path) -> None:
+def test_credentials_are_replaced_as_a_whole_and_paths_resolve_beside_the_inventory(
+    layered: Inventory, tmp_path: Path
+) -> None:
     web1, web2 = layered.nodes
     assert web1.credentials.form == "file"
     assert web1.credentials.file == str(tmp_path / "conf" / "secrets" / "winrm.yaml")
@@ -430,7 +466,7 @@ def test_credentials_are_replaced_as_a_whole_and_paths_resolve_beside_the_invent
     assert layered.journal == tmp_path / "state" / "journal.sqlite"
 
 
-def test_templates_are_substituted_per_node(layered) -> None:
+def test_templates_are_substituted_per_node(layered: Inventory) -> None:
     web1, web2 = layered.nodes
     assert web1.health.url == "https://web-01.example:8443/healthz?node=web-01"
     assert web1.health.warmup_urls == ["https://web-01.example:8443/warm", "http://web-01/x"]
@@ -439,30 +475,35 @@ def test_templates_are_substituted_per_node(layered) -> None:
     assert web1.health.retries == 3
 
 
-def test_risky_settings_are_accepted_with_a_located_warning(layered) -> None:
+def test_risky_settings_are_accepted_with_a_located_warning(layered: Inventory) -> None:
     assert len(layered.warnings) == 1
     assert layered.warnings[0].endswith(
-        "farm.yaml:20:34: nodes[1].transport.tls_verify: TLS certificate verification is off for node 'web-02'"
+        "farm.yaml:20:34: nodes[1].transport.tls_verify: "
+        "TLS certificate verification is off for node 'web-02'"
     )
 
 
-def test_group_limits_and_rollout_are_kept(layered) -> None:
+def test_group_limits_and_rollout_are_kept(layered: Inventory) -> None:
     assert layered.groups["site-a"].max_unavailable == Share(50, percent=True)
     assert layered.rollout.strategy == "batch"
 
 
-def test_node_error_points_where_the_setting_was_made(layered) -> None:
+def test_node_error_points_where_the_setting_was_made(layered: Inventory) -> None:
     err = layered.node_error("web-01", ("lb_name",), "the load balancer has no server iis-web-01")
     assert (err.position, err.field_path) == (Position(8, 3), "defaults.lb_name")
     assert err.message.endswith("(node 'web-01')")
     err = layered.node_error("web-02", ("lb_name",), "unknown server")
-    assert (err.position, err.field_path, err.message) == (Position(23, 5), "nodes[1].lb_name", "unknown server")
+    assert (err.position, err.field_path, err.message) == (
+        Position(23, 5),
+        "nodes[1].lb_name",
+        "unknown server",
+    )
     # A setting nobody wrote (a default value) is blamed on the node entry.
     err = layered.node_error("web-01", ("transport", "operation_timeout"), "too short")
     assert (err.position, err.field_path) == (Position(17, 5), "nodes[0].transport.operation_timeout")
 
 
-def test_error_at_names_any_field(layered) -> None:
+def test_error_at_names_any_field(layered: Inventory) -> None:
     err = layered.error_at(("groups", "site-a", "max_unavailable"), "too many")
     assert str(err).endswith("conf/farm.yaml:11:5: groups.site-a.max_unavailable: too many")
 
@@ -470,6 +511,25 @@ def test_error_at_names_any_field(layered) -> None:
 def test_seed_without_shuffle_warns() -> None:
     inv = parse_inventory(text(extra="rollout: {seed: 3}\n"), "farm.yaml")
     assert inv.warnings == ("farm.yaml:10:11: rollout.seed: seed has no effect with order: inventory",)
+
+
+def test_a_group_without_nodes_warns() -> None:
+    inv = parse_inventory(text(extra=GROUPS), "farm.yaml")
+    assert inv.warnings == ("farm.yaml:11:3: groups.site-a: group 'site-a' has no nodes",)
+
+
+@pytest.mark.parametrize(
+    "action",
+    [
+        "{type: services, services: [W3SVC, WAS]}",
+        "{type: apppool-recycle, app_pools: [Shop, Api]}",
+        "{type: http-restart, detached: true}",
+        "{type: iis-restart, escalation: kill-workers}",
+    ],
+)
+def test_each_action_type_is_accepted_with_what_it_needs(action: str) -> None:
+    inv = parse_inventory(text(defaults=DEFAULTS + f"  action: {action}\n"), "farm.yaml")
+    assert inv.nodes[0].action.type in action
 
 
 def test_missing_file_is_a_source_error(tmp_path: Path) -> None:
@@ -483,7 +543,12 @@ def test_inventory_must_be_a_mapping() -> None:
 
 
 def test_passwords_never_show_in_repr() -> None:
-    source = text(defaults=DEFAULTS.replace("{username_env: ORCH_USER, password_env: ORCH_PASSWORD}", "{username: u, password: hunter2, inline_password: true}"))
+    source = text(
+        defaults=DEFAULTS.replace(
+            "{username_env: ORCH_USER, password_env: ORCH_PASSWORD}",
+            "{username: u, password: hunter2, inline_password: true}",
+        )
+    )
     inv = parse_inventory(source, "farm.yaml")
     assert "hunter2" not in repr(inv) and "hunter2" not in str(inv.nodes[0])
     assert inv.nodes[0].credentials.password is not None
@@ -505,7 +570,9 @@ def test_json_schema_describes_the_file() -> None:
     schema = json_schema()
     json.dumps(schema)
     assert set(schema["required"]) == {"version", "nodes"}
-    assert {"defaults", "groups", "nodes", "rollout", "load_balancer", "journal", "sim"} <= set(schema["properties"])
+    assert {"defaults", "groups", "nodes", "rollout", "load_balancer", "journal", "sim"} <= set(
+        schema["properties"]
+    )
     assert schema["additionalProperties"] is False
     rollout = schema["$defs"]["Rollout"]["properties"]
     assert {"type": "string", "pattern": r"^\d+%$"} in rollout["min_healthy"]["anyOf"]

@@ -17,7 +17,11 @@ from orchestrator.plan import PlanError, make_plan
 
 
 def inventory(
-    count: int, *, rollout: dict[str, Any] | None = None, groups: dict[str, Any] | None = None, assign=None
+    count: int,
+    *,
+    rollout: dict[str, Any] | None = None,
+    groups: dict[str, Any] | None = None,
+    assign: list[str | None] | None = None,
 ) -> Inventory:
     nodes = []
     for i in range(count):
@@ -115,7 +119,10 @@ def test_orders() -> None:
     names = [f"web-{n}" for n in (10, 2, 1)]
     doc = {
         "version": 1,
-        "defaults": {"credentials": {"username_env": "U", "password_env": "P"}, "health": {"url": "http://{host}/"}},
+        "defaults": {
+            "credentials": {"username_env": "U", "password_env": "P"},
+            "health": {"url": "http://{host}/"},
+        },
         "nodes": [{"name": n, "host": f"{n}.example"} for n in names],
     }
     for order, expected in [
@@ -212,7 +219,9 @@ def farms(draw: st.DrawFn) -> tuple[Inventory, set[str] | None]:
 
 @settings(max_examples=150, deadline=None)
 @given(farms())
-def test_every_node_is_in_exactly_one_batch_and_no_batch_exceeds_a_limit(farm) -> None:
+def test_every_node_is_in_exactly_one_batch_and_no_batch_exceeds_a_limit(
+    farm: tuple[Inventory, set[str] | None],
+) -> None:
     inv, healthy = farm
     total = len(inv.nodes)
     healthy_count = total if healthy is None else len(healthy)

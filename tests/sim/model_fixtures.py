@@ -81,10 +81,10 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-async def wait_until(predicate: Any, timeout: float = 5.0) -> None:
+async def wait_until(predicate: Any, within: float = 5.0) -> None:
     """Wait for a condition the model reaches on its own tasks, with a deadline."""
     loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
+    deadline = loop.time() + within
     while not predicate():
         if loop.time() > deadline:
             raise AssertionError("condition not reached before the deadline")

@@ -42,7 +42,7 @@ async def test_net_stop_http_y_lists_dependents_and_drops_winrm(tmp_path: Path) 
 
 async def test_net_stop_without_y_refuses_when_dependents_run() -> None:
     async with booted(config()) as node:
-        code, out, err = await cmd(node, "net stop was")
+        code, out, _ = await cmd(node, "net stop was")
         assert code == 2
         assert "Do you want to continue this operation? (Y/N) [N]: " in out
         assert node.scm.state("W3SVC") == ServiceState.Running
@@ -51,9 +51,14 @@ async def test_net_stop_without_y_refuses_when_dependents_run() -> None:
 async def test_net_texts_for_start_and_errors() -> None:
     async with booted(config([{"kind": "access_denied", "service": "WinRM"}])) as node:
         assert await cmd(node, "net start w3svc") == (
-            2, "", "The requested service has already been started.\r\n\r\nMore help is available by typing NET "
-            "HELPMSG 2182.\r\n\r\n")
-        assert (await cmd(node, "net stop winrm"))[2] == "System error 5 has occurred.\r\n\r\nAccess is denied.\r\n\r\n"
+            2,
+            "",
+            "The requested service has already been started.\r\n\r\nMore help is available by typing NET "
+            "HELPMSG 2182.\r\n\r\n",
+        )
+        assert (await cmd(node, "net stop winrm"))[
+            2
+        ] == "System error 5 has occurred.\r\n\r\nAccess is denied.\r\n\r\n"
         assert (await cmd(node, "net stop nosuch"))[2].startswith("The service name is invalid.")
         code, out, _ = await cmd(node, "net stop w3logsvc && net start w3logsvc")
         assert code == 0
@@ -88,7 +93,10 @@ async def test_powershell_encoded_command_hostname_and_unknown_commands() -> Non
         assert await cmd(node, "hostname") == (0, "web01\r\n", "")
         code, _, err = await cmd(node, "frobnicate now")
         assert code == 1
-        assert err == "'frobnicate' is not recognized as an internal or external command,\r\noperable program or batch file.\r\n"
+        assert (
+            err == "'frobnicate' is not recognized as an internal or external command,\r\n"
+            "operable program or batch file.\r\n"
+        )
         assert (await cmd(node, "cmd /c frob || hostname"))[1] == "web01\r\n"
 
 
@@ -105,7 +113,9 @@ async def test_iisreset_kills_workers_after_the_timeout_and_in_flight_requests_f
         server, url = await _site(node)
         try:
             slow = asyncio.ensure_future(raw_get(url + "/slow?seconds=5"))
-            await wait_until(lambda: node.iis.site_pool.worker is not None and node.iis.site_pool.worker.in_flight == 1)
+            await wait_until(
+                lambda: node.iis.site_pool.worker is not None and node.iis.site_pool.worker.in_flight == 1
+            )
             code, out, _ = await cmd(node, "iisreset /timeout:0.2")
             assert code == 0
             assert out == (
@@ -133,7 +143,9 @@ async def test_iisreset_noforce_leaves_the_request_and_reports_failure(tmp_path:
         server, url = await _site(node)
         try:
             slow = asyncio.ensure_future(raw_get(url + "/slow?seconds=0.6"))
-            await wait_until(lambda: node.iis.site_pool.worker is not None and node.iis.site_pool.worker.in_flight == 1)
+            await wait_until(
+                lambda: node.iis.site_pool.worker is not None and node.iis.site_pool.worker.in_flight == 1
+            )
             code, out, err = await cmd(node, "iisreset /noforce /timeout:0.1")
             assert code == 1
             assert out == "Attempting stop...\r\n"
@@ -148,10 +160,13 @@ async def test_iisreset_noforce_leaves_the_request_and_reports_failure(tmp_path:
 
 async def test_iisreset_status_and_stop_start() -> None:
     async with booted(config(iisadmin=True)) as node:
-        code, out, _ = await cmd(node, "iisreset /status")
+        _, out, _ = await cmd(node, "iisreset /status")
         assert "Status for World Wide Web Publishing Service ( W3SVC ) : Running\r\n" in out
         assert "Status for IIS Admin Service ( IISADMIN ) : Running\r\n" in out
         assert (await cmd(node, "iisreset /stop"))[1].endswith("Internet services successfully stopped\r\n")
-        assert node.scm.state("IISADMIN") == ServiceState.Stopped and node.scm.state("WAS") == ServiceState.Stopped
+        assert (
+            node.scm.state("IISADMIN") == ServiceState.Stopped
+            and node.scm.state("WAS") == ServiceState.Stopped
+        )
         assert (await cmd(node, "iisreset /start"))[1].endswith("Internet services successfully started\r\n")
         assert node.scm.state("W3SVC") == ServiceState.Running

@@ -152,7 +152,9 @@ async def test_controller_stop_stops_running_dependents_first(tmp_path: Path) ->
     assert stopped == ["W3LOGSVC", "W3SVC", "WAS"]
     controls = events(log, "service_control")
     assert {(e["service"], e["source"]) for e in controls} == {
-        ("W3LOGSVC", "powershell"), ("W3SVC", "powershell"), ("WAS", "powershell")
+        ("W3LOGSVC", "powershell"),
+        ("W3SVC", "powershell"),
+        ("WAS", "powershell"),
     }
 
 
@@ -178,6 +180,17 @@ async def test_hang_stop_stays_pending_until_the_host_process_is_killed() -> Non
         node.iis.kill_hosting_processes("test")
         assert node.scm.state("W3SVC") == Stopped
         assert node.scm.state("WAS") == Stopped
+
+
+async def test_hung_w3svc_stop_is_released_by_killing_its_workers() -> None:
+    async with booted(config([{"kind": "hang_stop", "service": "W3SVC"}])) as node:
+        await node.scm.controller_stop("W3SVC", "test")
+        assert not await node.scm.wait_for("W3SVC", Stopped, 0.3)
+        workers = [p for p in node.iis.processes.all() if p.name == "w3wp"]
+        assert workers, "the stuck stop is waiting on a live worker"
+        for proc in workers:
+            node.iis.processes.kill(proc.pid, "test")
+        assert await node.scm.wait_for("W3SVC", Stopped, 2)
 
 
 async def test_timings_come_from_the_node_override() -> None:

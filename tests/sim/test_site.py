@@ -75,7 +75,9 @@ async def test_stopped_w3svc_gives_503_and_stopped_http_refuses_connections() ->
 async def test_graceful_stop_finishes_in_flight_and_refuses_new_with_503() -> None:
     async with site(config()) as (node, url, _):
         slow = asyncio.ensure_future(get(url + "/slow?seconds=0.5"))
-        await wait_until(lambda: node.iis.site_pool.worker is not None and node.iis.site_pool.worker.in_flight == 1)
+        await wait_until(
+            lambda: node.iis.site_pool.worker is not None and node.iis.site_pool.worker.in_flight == 1
+        )
         await node.scm.controller_stop("W3SVC", "test")
         assert node.scm.state("W3SVC") == ServiceState.StopPending
         assert (await get(url + "/healthz"))[0] == 503
@@ -86,7 +88,9 @@ async def test_graceful_stop_finishes_in_flight_and_refuses_new_with_503() -> No
 async def test_shutdown_time_limit_terminates_a_worker_that_does_not_drain() -> None:
     async with site(config(shutdown_time_limit=0.2)) as (node, url, server):
         slow = asyncio.ensure_future(raw_get(url + "/slow?seconds=5"))
-        await wait_until(lambda: node.iis.site_pool.worker is not None and node.iis.site_pool.worker.in_flight == 1)
+        await wait_until(
+            lambda: node.iis.site_pool.worker is not None and node.iis.site_pool.worker.in_flight == 1
+        )
         await node.scm.controller_stop("W3SVC", "test")
         with pytest.raises(ConnectionResetError):
             await asyncio.wait_for(slow, 3)
@@ -97,7 +101,9 @@ async def test_shutdown_time_limit_terminates_a_worker_that_does_not_drain() -> 
 async def test_killing_the_worker_resets_in_flight_requests() -> None:
     async with site(config()) as (node, url, server):
         slow = asyncio.ensure_future(raw_get(url + "/slow?seconds=5"))
-        await wait_until(lambda: node.iis.site_pool.worker is not None and node.iis.site_pool.worker.in_flight == 1)
+        await wait_until(
+            lambda: node.iis.site_pool.worker is not None and node.iis.site_pool.worker.in_flight == 1
+        )
         worker = node.iis.site_pool.worker
         assert worker is not None
         node.iis.processes.kill(worker.pid, "test")
@@ -108,7 +114,10 @@ async def test_killing_the_worker_resets_in_flight_requests() -> None:
 
 
 async def test_slow_warmup_and_unhealthy_after_start() -> None:
-    faults = [{"kind": "slow_warmup", "seconds": 0.3}, {"kind": "unhealthy_after_start"}]
+    faults: list[dict[str, Any]] = [
+        {"kind": "slow_warmup", "seconds": 0.3},
+        {"kind": "unhealthy_after_start"},
+    ]
     async with site(config(faults)) as (node, url, _):
         assert await get(url + "/healthz") == (200, "OK")  # boot: warm workers, healthy
         await node.scm.controller_stop("W3SVC", "test")
@@ -127,7 +136,9 @@ async def test_slow_warmup_and_unhealthy_after_start() -> None:
 async def test_recycle_is_overlapped() -> None:
     async with site(config()) as (node, url, _):
         slow = asyncio.ensure_future(get(url + "/slow?seconds=0.4"))
-        await wait_until(lambda: node.iis.site_pool.worker is not None and node.iis.site_pool.worker.in_flight == 1)
+        await wait_until(
+            lambda: node.iis.site_pool.worker is not None and node.iis.site_pool.worker.in_flight == 1
+        )
         old = node.iis.site_pool.worker
         node.iis.recycle_pool(node.iis.site_pool)
         assert (await get(url + "/healthz"))[0] == 200

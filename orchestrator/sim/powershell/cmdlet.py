@@ -11,7 +11,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
-from psrpcore.types import ErrorRecord
+from psrpcore.types import ErrorCategory, ErrorRecord
 
 from orchestrator.sim.powershell import errors
 from orchestrator.sim.powershell.pipeline import PipelineFailed, PipelineSink
@@ -54,6 +54,8 @@ COMMON = (
 )
 
 Body = Callable[["Invocation", dict[str, Any], list[Any]], Awaitable[None]]
+# Runs script text in the caller's session (Invoke-Expression): (text, input) -> output.
+ScriptRunner = Callable[[str, list[Any]], Awaitable[list[Any]]]
 
 
 @dataclass(frozen=True)
@@ -79,6 +81,7 @@ class Invocation:
     node: SimNode
     cmdlet: Cmdlet
     sink: PipelineSink
+    run_script: ScriptRunner
     error_action: str = "Continue"
     warning_action: str = "Continue"
     output: list[Any] = field(default_factory=list)
@@ -102,7 +105,7 @@ class Invocation:
                 errors.record(
                     errors.exception("InvalidOperationException", message),
                     "ActionPreferenceStop",
-                    errors.ErrorCategory.OperationStopped,
+                    ErrorCategory.OperationStopped,
                     None,
                 )
             )
@@ -179,7 +182,8 @@ class _Binder:
         if missing and not (has_input and self.cmdlet.takes_input):
             raise self.cmdlet.binding_error(
                 "MissingMandatoryParameter",
-                f"Cannot process command because of one or more missing mandatory parameters: {' '.join(missing)}.",
+                "Cannot process command because of one or more missing mandatory parameters: "
+                f"{' '.join(missing)}.",
             )
         return bound
 
@@ -205,7 +209,8 @@ class _Binder:
                     )
                 raise self.cmdlet.binding_error(
                     "ParameterArgumentValidationError",
-                    f"Cannot validate argument on parameter '{param.name}'. The argument \"{converted}\" does not "
+                    f"Cannot validate argument on parameter '{param.name}'. "
+                    f'The argument "{converted}" does not '
                     f'belong to the set "{",".join(param.choices)}" specified by the ValidateSet attribute. '
                     "Supply an argument that is in the set and then try the command again.",
                 )
@@ -223,7 +228,7 @@ def _convert(kind: Kind, value: Any) -> Any:
     if kind == "strings":
         return [str(v) for v in value] if isinstance(value, list) else [str(value)]
     if kind == "int":
-        if isinstance(value, bool) or isinstance(value, list):
+        if isinstance(value, (bool, list)):
             raise TypeError(value)
         return int(str(value), 0) if isinstance(value, str) and value.lower().startswith("0x") else int(value)
     if kind == "ints":

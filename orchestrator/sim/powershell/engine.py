@@ -106,6 +106,7 @@ class _Session:
             self.node,
             cmdlet,
             self.sink,
+            self.run_script,
             error_action=bound.pop("ErrorAction", "Continue"),
             warning_action=bound.pop("WarningAction", "Continue"),
         )

@@ -40,7 +40,8 @@ async def import_module(inv: Invocation, bound: dict[str, Any], input: list[Any]
             inv.node.record("module_imported", module=name)
             continue
         message = (
-            f"The specified module '{name}' was not loaded because no valid module file was found in any module "
+            f"The specified module '{name}' was not loaded because no valid module file was found in any "
+            "module "
             "directory."
         )
         exc = errors.exception("FileNotFoundException", message)
@@ -109,6 +110,15 @@ def _cell(value: Any) -> str:
     return str(value)
 
 
+async def invoke_expression(inv: Invocation, bound: dict[str, Any], input: list[Any]) -> None:
+    for value in await inv.run_script(bound["Command"], []):
+        inv.write(value)
+
+
+async def out_null(inv: Invocation, bound: dict[str, Any], input: list[Any]) -> None:
+    """Discards its input."""
+
+
 CMDLETS = (
     Cmdlet(
         "Import-Module",
@@ -122,4 +132,11 @@ CMDLETS = (
         (Param("InputObject", "any"), Param("Stream", "switch"), Param("Width", "int")),
         out_string,
     ),
+    Cmdlet(
+        "Invoke-Expression",
+        _NS + "InvokeExpressionCommand",
+        (Param("Command", "string", position=0, mandatory=True),),
+        invoke_expression,
+    ),
+    Cmdlet("Out-Null", _NS + "OutNullCommand", (Param("InputObject", "any"),), out_null),
 )

@@ -1,0 +1,96 @@
+"""Policy and special actions end to end: concurrency limits, http-restart, bad input."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import yaml
+
+from orchestrator.results import ExitCode
+from tests.e2e.harness import Farm, InventorySpec
+
+
+def down_intervals(farm: Farm) -> dict[str, tuple[float, float]]:
+    """Per node: from the first stop control to the last service reaching Running."""
+    spans: dict[str, list[float]] = {}
+    for e in farm.events():
+        if e["kind"] == "service_control" and e["control"] == "stop":
+            spans.setdefault(e["node"], [e["ts"], e["ts"]])
+        elif e["kind"] == "service_state" and e["state"] == "Running" and e["node"] in spans:
+            spans[e["node"]][1] = e["ts"]
+    return {n: (a, b) for n, (a, b) in spans.items()}
+
+
+def max_concurrent(intervals: dict[str, tuple[float, float]]) -> int:
+    edges = sorted([(a, 1) for a, _ in intervals.values()] + [(b, -1) for _, b in intervals.values()])
+    level = peak = 0
+    for _, step in edges:
+        level += step
+        peak = max(peak, level)
+    return peak
+
+
+def test_window_never_takes_down_more_nodes_than_allowed(farm: Any) -> None:
+    f = farm(InventorySpec(nodes=6, rollout={"strategy": "window", "window": 2, "max_unavailable": 2}))
+    run = f.run()
+    assert run.code == ExitCode.SUCCEEDED, run.stderr
+    intervals = down_intervals(f)
+    assert set(intervals) == {f"web-0{i}" for i in range(1, 7)}
+    assert max_concurrent(intervals) == 2  # the window was used, and never exceeded
+
+
+def test_batches_follow_the_plan(farm: Any) -> None:
+    f = farm(InventorySpec(nodes=4, rollout={"strategy": "batch", "batch": [1, 3]}))
+    run = f.run()
+    assert run.code == ExitCode.SUCCEEDED, run.stderr
+    intervals = down_intervals(f)
+    canary_end = intervals["web-01"][1]
+    # Batch 2 starts only once batch 1 (the canary) is back.
+    assert all(intervals[n][0] > canary_end for n in ("web-02", "web-03", "web-04"))
+    assert max_concurrent(intervals) == 3
+
+
+def test_http_restart_survives_the_loss_of_winrm(farm: Any) -> None:
+    f = farm(
+        InventorySpec(nodes=1, action={"type": "http-restart", "detached": True}, timeouts={"start": 30})
+    )
+    run = f.run()
+    assert run.code == ExitCode.SUCCEEDED, run.stdout + run.stderr
+    seen = [(e["service"], e["state"]) for e in f.node_events("web-01", "service_state")]
+    assert ("HTTP", "Stopped") in seen and ("WinRM", "Stopped") in seen
+    assert seen.index(("WinRM", "Stopped")) < len(seen) - seen[::-1].index(("WinRM", "Running")) - 1
+    node = run.node("web-01")
+    for svc in ("HTTP", "WAS", "W3SVC", "WinRM"):
+        assert node["services_after"][svc] == "Running", node["services_after"]
+    start = next(p for p in node["phases"] if p["phase"] == "start")
+    assert "reachable again" in start["detail"]
+
+
+def test_action_that_would_stop_winrm_is_refused_unless_detached(farm: Any) -> None:
+    f = farm(InventorySpec(nodes=1, action={"type": "services", "services": ["HTTP"]}))
+    run = f.run()
+    assert run.code == ExitCode.PREFLIGHT_REFUSED
+    error = run.node("web-01")["phases"][0]["error"]
+    assert error["kind"] == "refused" and "WinRM" in error["message"]
+    assert [e for e in f.events() if e["kind"] == "service_control"] == []
+
+
+@pytest.mark.parametrize(
+    ("mutate", "expected"),
+    [
+        (lambda d: d["rollout"].update(window=0), "rollout.window"),
+        (lambda d: d["nodes"][1].update(name="web-01"), "nodes[1].name"),
+        (lambda d: d["defaults"].update(helth={}), "did you mean 'health'"),
+    ],
+)
+def test_invalid_inventory_touches_no_node(farm: Any, tmp_path: Any, mutate: Any, expected: str) -> None:
+    f = farm(InventorySpec(nodes=2))
+    data = yaml.safe_load(f.inventory.read_text())
+    mutate(data)
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump(data, sort_keys=False))
+    run = f.run(inventory=bad)
+    assert run.code == ExitCode.INVALID_INPUT
+    assert str(bad) in run.stderr and expected in run.stderr
+    assert [e for e in f.events() if e["kind"] in ("service_control", "winrm_request")] == []
