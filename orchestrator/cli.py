@@ -47,11 +47,12 @@ def _load(path: Path):  # type: ignore[no-untyped-def]
 @app.command()
 def validate(inventory: InventoryArg) -> None:
     """Check an inventory and its rollout policy without contacting any node."""
-    from orchestrator.rollout import InvalidInput, static_plan
+    from orchestrator.rollout import InvalidInput, load_balancer, static_plan
 
     inv = _load(inventory)
     try:
         plan = static_plan(inv)
+        load_balancer(inv)
     except InvalidInput as exc:
         _fail(str(exc), ExitCode.INVALID_INPUT)
     out.print(
@@ -111,8 +112,8 @@ def run(
     stream = EventStream(events) if events else None
     live = sys.stdout.isatty()
     progress = LiveProgress([n.name for n in inv.nodes], out, enabled=live)
-    rollout = Rollout(inv, RunOptions(recorder_events=stream, progress=progress))
     try:
+        rollout = Rollout(inv, RunOptions(recorder_events=stream, progress=progress))
         with progress:
             result = asyncio.run(rollout.run())
     except InvalidInput as exc:
@@ -166,18 +167,26 @@ def report(
     fmt: Annotated[str, typer.Option("--format", help="json, junit or html.")] = "json",
 ) -> None:
     """Rebuild a run's report from the journal (works after a crash) and print it."""
-    from orchestrator.journal import Journal
+    from orchestrator.journal import Journal, JournalError
     from orchestrator.report import html_timeline, junit_xml, report_json
 
     inv = _load(inventory)
     renderers = {"json": report_json, "junit": junit_xml, "html": html_timeline}
     if fmt not in renderers:
         _fail(f"--format must be one of {', '.join(renderers)}", ExitCode.INVALID_INPUT)
+    if not inv.journal.exists():
+        _fail(f"no run recorded for {inventory} (journal {inv.journal})", ExitCode.INVALID_INPUT)
     with Journal(inv.journal) as journal:
         rid = run_id or (last.run_id if (last := journal.latest_run(inv.path)) else None)
         if rid is None:
             _fail(f"no run recorded for {inventory}", ExitCode.INVALID_INPUT)
-        sys.stdout.write(renderers[fmt](journal.run_result(rid)))
+        try:
+            result = journal.run_result(rid)
+        except JournalError as exc:
+            _fail(str(exc), ExitCode.INVALID_INPUT)
+        if Path(result.inventory_path).resolve() != inv.path.resolve():
+            _fail(f"run {rid} belongs to {result.inventory_path}, not {inventory}", ExitCode.INVALID_INPUT)
+        sys.stdout.write(renderers[fmt](result))
 
 
 @app.command()

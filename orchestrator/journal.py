@@ -221,6 +221,9 @@ class Journal:
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        # Node names, hosts and error texts are nobody else's business; SQLite gives its -wal and -shm
+        # files the database file's mode, so creating it 0600 covers all three.
+        os.close(os.open(self.path, os.O_CREAT | os.O_WRONLY, 0o600))
         self._lock = threading.Lock()
         # Autocommit mode: transactions are explicit, so nothing is left pending between calls.
         self._conn = sqlite3.connect(self.path, timeout=30.0, isolation_level=None, check_same_thread=False)

@@ -112,7 +112,9 @@ def make_plan(inv: Inventory, *, healthy: set[str] | None = None) -> Plan:
         window=None,
     )
     room = _room(limits.min_healthy, total, unhealthy)
-    ordered = _ordered(names, rollout.order, rollout.seed)
+    # Nodes already out go first: they cost no capacity, and restarting them is often the very fix
+    # that gives the floor room for the rest.
+    ordered = sorted(_ordered(names, rollout.order, rollout.seed), key=lambda n: n not in unhealthy)
     if rollout.strategy == "window":
         limits = replace(limits, window=min(rollout.window, limits.max_unavailable))
         head = 1 if rollout.canary is not None else 0
@@ -151,24 +153,18 @@ def _rounded_up(share: Share, total: int) -> int:
 
 
 def _room(floor: int, total: int, unhealthy: frozenset[str]) -> int:
-    """How many healthy nodes may be out at once; PlanError if the floor leaves none to restart."""
-    where = ("rollout", "min_healthy")
+    """How many healthy nodes a batch may take out; PlanError if the floor leaves none to restart.
+
+    When unhealthy nodes already use up the floor, healthy nodes still get batches of one: the
+    scheduler holds them back live until the restarted nodes are healthy again (or gives up).
+    """
     if floor >= total:
         raise PlanError(
-            where,
+            ("rollout", "min_healthy"),
             f"the capacity floor ({floor}) is not below the node count ({total}): "
             "no node could ever be restarted",
         )
-    healthy = total - len(unhealthy)
-    room = healthy - floor
-    if room < 1 and healthy > 0:
-        raise PlanError(
-            where,
-            f"{len(unhealthy)} of {total} nodes are already unhealthy or out of rotation "
-            f"({', '.join(sorted(unhealthy))}); with a capacity floor of {floor} "
-            "no healthy node can be taken out",
-        )
-    return room
+    return max(1, total - len(unhealthy) - floor)
 
 
 def _natural_key(name: str) -> tuple[list[str | int], str]:

@@ -73,6 +73,10 @@ class RunRecorder:
         )
         log.info("node", node=node, outcome=outcome, rotation=rotation, reason=reason)
 
+    def rotation(self, node: str, rotation: Rotation) -> None:
+        self.journal.set_node_state(self.run_id, node, rotation=rotation)
+        log.info("rotation", node=node, rotation=rotation)
+
     def _emit(self, event: PhaseEvent | NodeFinished) -> None:
         if self.events is not None:
             self.events.write(event)

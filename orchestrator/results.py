@@ -60,6 +60,8 @@ RunOutcome = Literal[
     "aborted_budget",
     "aborted_window",
     "aborted_signal",
+    # The capacity floor held every remaining node back for longer than the stall limit.
+    "aborted_capacity",
     "preflight_refused",
     "invalid_input",
     # The orchestrator itself failed (a bug, or a journal it cannot write) and stopped the run.
@@ -82,6 +84,7 @@ class ExitCode(IntEnum):
     ABORTED_WINDOW = 6  # the change window would have been overrun; remaining nodes not started
     ABORTED_SIGNAL = 7  # stopped by SIGINT/SIGTERM
     LOCKED = 8  # another run holds the inventory's lock; nothing was touched
+    ABORTED_CAPACITY = 9  # too few healthy nodes to go on for too long; remaining nodes not started
 
 
 _EXIT_CODES: Mapping[RunOutcome, ExitCode] = {
@@ -90,6 +93,7 @@ _EXIT_CODES: Mapping[RunOutcome, ExitCode] = {
     "aborted_budget": ExitCode.ABORTED_BUDGET,
     "aborted_window": ExitCode.ABORTED_WINDOW,
     "aborted_signal": ExitCode.ABORTED_SIGNAL,
+    "aborted_capacity": ExitCode.ABORTED_CAPACITY,
     "preflight_refused": ExitCode.PREFLIGHT_REFUSED,
     "invalid_input": ExitCode.INVALID_INPUT,
     "internal_error": ExitCode.INTERNAL,

@@ -41,6 +41,9 @@ from orchestrator.yamlsource import SourceError
 
 log = structlog.get_logger("orchestrator.run")
 
+# How often a run held back by the capacity floor looks at the unhealthy nodes again.
+_RECHECK_SECONDS = 2.0
+
 
 class InvalidInput(Exception):
     """Refused before anything was touched; the message names file, line and field where it can."""
@@ -68,6 +71,23 @@ def static_plan(inv: Inventory) -> Plan:
         raise InvalidInput(str(inv.error_at(exc.path, exc.message))) from None
 
 
+def load_balancer(inv: Inventory) -> LoadBalancer:
+    """The inventory's driver. One that is not implemented yet is refused, never silently replaced:
+    restarting nodes that the balancer still sends traffic to is exactly what this tool prevents."""
+    driver = inv.load_balancer.driver
+    if driver != "none":
+        raise InvalidInput(
+            str(
+                inv.error_at(
+                    ("load_balancer", "driver"),
+                    f"the {driver!r} driver is not available in this version; use 'none' (drain the "
+                    "nodes by other means) or see docs/load-balancers.md",
+                )
+            )
+        )
+    return NoBalancer()
+
+
 def _digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
@@ -78,7 +98,7 @@ class Rollout:
     ) -> None:
         self.inv = inv
         self.options = options or RunOptions()
-        self.lb: LoadBalancer = lb or NoBalancer()
+        self.lb: LoadBalancer = lb or load_balancer(inv)
         self.run_id = utc_now().strftime("%Y%m%dT%H%M%SZ-") + uuid.uuid4().hex[:8]
         self._stop = asyncio.Event()
         self._stops = 0
@@ -152,12 +172,27 @@ class Rollout:
                     n.name: Workflow(make_job(n), sessions[n.name], self.lb, health, recorder)
                     for n in inv.nodes
                 }
-                outcome, plan = await self._execute(flows, health, recorder)
+                try:
+                    outcome, plan = await self._execute(flows, health, recorder)
+                except InvalidInput:
+                    journal.finish_run(
+                        self.run_id, "invalid_input", exit_code_for("invalid_input"), utc_now()
+                    )
+                    raise
+                except Exception:
+                    # A bug of ours: record it, finish the run honestly (nodes as far as they got),
+                    # and let the reports say so rather than leaving an unfinished journal.
+                    log.exception("internal error: the run stopped")
+                    outcome, plan = "internal_error", None
             nodes = [flows[n.name].result for n in inv.nodes]
+            for untouched in (r for r in nodes if r.outcome == "not_started"):
+                recorder.node_state(
+                    untouched.name, rotation=untouched.rotation, services={}, outcome="not_started", reason=None
+                )
             result = RunResult(
                 run_id=self.run_id,
                 tool_version=__version__,
-                inventory_path=str(inv.path),
+                inventory_path=str(inv.path.resolve()),
                 started_at=started,
                 ended_at=utc_now(),
                 outcome=outcome,
@@ -217,11 +252,18 @@ class Rollout:
             for flow in flows.values():
                 flow.result.outcome = "not_started"
             return "preflight_refused", None
-        return await self._schedule(plan, flows), plan
+        return await self._schedule(plan, flows, health), plan
 
-    async def _schedule(self, plan: Plan, flows: dict[str, Workflow]) -> RunOutcome:
-        finish_by = _monotonic_deadline(plan.finish_by)
-        sched = Scheduler(plan, finish_by=finish_by)
+    async def _schedule(self, plan: Plan, flows: dict[str, Workflow], health: HealthChecker) -> RunOutcome:
+        # Giving up after one node's worth of time keeps a cron run from waiting forever on nodes that
+        # someone else has to fix; the report then says which nodes were not started and why.
+        sched = Scheduler(
+            plan,
+            finish_by=_monotonic_deadline(plan.finish_by),
+            stall_limit=max(plan.deadlines.values(), default=0.0),
+            now=time.monotonic(),
+        )
+        outside = set(plan.unhealthy)  # unhealthy before the run, not by our doing
         stop_seen = False
         try:
             while True:
@@ -240,7 +282,10 @@ class Rollout:
                         self._tasks[asyncio.create_task(flows[d.name].restart(), name=d.name)] = d.name
                     continue
                 assert isinstance(first, Wait)
-                await self._wait(first, now)
+                if self._tasks:
+                    await self._wait(first, now)
+                else:
+                    await self._recheck(first, now, outside, sched, flows, health)
                 for task in [t for t in self._tasks if t.done()]:
                     name = self._tasks.pop(task)
                     sched.node_finished(name, time.monotonic(), _succeeded(task, name))
@@ -251,6 +296,30 @@ class Rollout:
                 task.cancel()
             await asyncio.gather(*self._tasks, return_exceptions=True)
 
+    async def _recheck(
+        self,
+        wait: Wait,
+        now: float,
+        outside: set[str],
+        sched: Scheduler,
+        flows: dict[str, Workflow],
+        health: HealthChecker,
+    ) -> None:
+        """Nothing in flight and held back (floor, pause, bake): probe the nodes that were unhealthy
+        before the run, so a node fixed meanwhile frees the floor, then wait a little."""
+        log.info("waiting", reason=wait.reason)
+        recheck = [n for n in sorted(outside) if n in sched.not_started]
+        probes = await bounded_map(
+            lambda n: health.probe(flows[n].job.health), recheck, limit=self.options.preflight_concurrency
+        )
+        for name, probe in zip(recheck, probes, strict=True):
+            if probe.ok:
+                log.info("node healthy again", node=name)
+                outside.discard(name)
+                sched.health_changed(name, True)
+        pause = _RECHECK_SECONDS if wait.until is None else min(_RECHECK_SECONDS, max(0.0, wait.until - now))
+        await self._wait(Wait(time.monotonic() + pause, wait.reason), time.monotonic())
+
     async def _wait(self, wait: Wait, now: float) -> None:
         log.debug("waiting", reason=wait.reason)
         timeout = None if wait.until is None else max(0.0, wait.until - now)
@@ -259,7 +328,7 @@ class Rollout:
         if stop is not None:
             pending.add(stop)
         if not pending:
-            await asyncio.sleep(timeout if timeout is not None else 1.0)
+            await asyncio.sleep(timeout or 0.0)
             return
         try:
             await asyncio.wait(pending, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)

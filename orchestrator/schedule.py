@@ -18,7 +18,9 @@ from typing import Literal
 from orchestrator.budget import FailureBudget
 from orchestrator.plan import Plan
 
-Outcome = Literal["succeeded", "partial", "aborted_budget", "aborted_window", "aborted_signal"]
+Outcome = Literal[
+    "succeeded", "partial", "aborted_budget", "aborted_window", "aborted_signal", "aborted_capacity"
+]
 
 
 @dataclass(frozen=True)
@@ -45,9 +47,20 @@ Decision = Start | Wait | Done
 
 
 class Scheduler:
-    def __init__(self, plan: Plan, *, finish_by: float | None = None, estimate: float | None = None) -> None:
+    def __init__(
+        self,
+        plan: Plan,
+        *,
+        finish_by: float | None = None,
+        estimate: float | None = None,
+        stall_limit: float | None = None,
+        now: float = 0.0,
+    ) -> None:
         """`finish_by`: the change window's end on the caller's monotonic clock. `estimate`: seconds one
-        node is expected to take (e.g. from earlier runs) until this run has its own measurements."""
+        node is expected to take (e.g. from earlier runs) until this run has its own measurements.
+        `stall_limit`: how long the capacity floor may hold every remaining node back, with nothing in
+        flight, before the run gives up (`aborted_capacity`) instead of waiting forever; `now` is when
+        that clock starts if nothing ever runs."""
         self._plan = plan
         self._finish_by = finish_by
         self._estimate = estimate
@@ -63,6 +76,8 @@ class Scheduler:
             plan.failure_budget, len(self._batch_of), canary_batch=plan.canary_bake_seconds is not None
         )
         self._abort: Outcome | None = None
+        self._stall_limit = stall_limit
+        self._idle_since: float | None = now
 
     # --- events ---------------------------------------------------------------------------------
 
@@ -72,6 +87,7 @@ class Scheduler:
             raise ValueError(f"node {name!r} is not waiting to start")
         self._pending[batch].remove(name)
         self._in_flight[name] = now
+        self._idle_since = None
 
     def node_finished(self, name: str, now: float, ok: bool) -> None:
         started = self._in_flight.pop(name, None)
@@ -87,6 +103,8 @@ class Scheduler:
             self._failed.append(name)
             self._unhealthy.add(name)
             self._record_failure(name)
+        if not self._in_flight:
+            self._idle_since = now
         batch = self._batch_of[name]
         if not self._pending[batch] and not any(self._batch_of[n] == batch for n in self._in_flight):
             self._batch_finished_at[batch] = now
@@ -133,6 +151,11 @@ class Scheduler:
         if floor_blocked:
             # Nothing runs, so only a health change (or the change window closing) can move us on.
             closes = [self._latest_start(name) for name in floor_blocked]
+            if self._stall_limit is not None and self._idle_since is not None:
+                gives_up = self._idle_since + self._stall_limit
+                if now >= gives_up:
+                    return [Done("aborted_capacity")]
+                closes.append(gives_up)
             until = min((t for t in closes if t is not None), default=None)
             return [
                 Wait(

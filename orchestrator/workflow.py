@@ -78,6 +78,10 @@ class Recorder(Protocol):
         self, node: str, *, rotation: Rotation, services: dict[str, str], outcome: str, reason: str | None
     ) -> None: ...
 
+    def rotation(self, node: str, rotation: Rotation) -> None:
+        """The node left or rejoined rotation; recorded at once, so a crash cannot hide it."""
+        ...
+
 
 @dataclass
 class Workflow:
@@ -192,6 +196,8 @@ class Workflow:
     # --- bookkeeping ----------------------------------------------------------------------------
 
     def _rotation(self, rotation: Rotation) -> None:
+        if rotation != self.result.rotation:
+            self.recorder.rotation(self.job.name, rotation)
         self.result.rotation = rotation
 
     async def _phase(

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Protocol, TypeVar
 
 from orchestrator.remote import cmdlets
-from orchestrator.remote.errors import RemoteError
+from orchestrator.remote.errors import CallTimedOut, RemoteError
 from orchestrator.remote.session import Session
 from orchestrator.results import ErrorInfo
 
@@ -106,7 +106,12 @@ async def start_and_wait(ctx: ActionContext, name: str) -> None:
             ctx.note(f"{name} Running")
             return
         if status == "Stopped":
-            await cmdlets.start_service(ctx.session, name, timeout=ctx.call_timeout)
+            try:
+                await cmdlets.start_service(ctx.session, name, timeout=ctx.call_timeout)
+            except CallTimedOut:
+                # Start-Service waits for Running with no limit of its own; a service slower than
+                # one call is not a failure: the phase timeout decides, and we keep watching.
+                ctx.note(f"{name}: still starting after {ctx.call_timeout:g}s")
         await asyncio.sleep(pause())
 
 

@@ -61,6 +61,10 @@ class RemoteError(Exception):
         return self.info.kind
 
 
+class CallTimedOut(RemoteError):
+    """Our own per-call limit ran out (the pipeline was stopped); the node may simply be slow."""
+
+
 def prop(obj: Any, name: str) -> Any:
     """A property of a deserialized PowerShell object, wherever pypsrp put it."""
     if obj is None:
@@ -87,7 +91,8 @@ def _win32_code(chain: list[Any], texts: list[str]) -> int | None:
             return native
         hresult = prop(exc, "HResult")
         # HRESULT_FROM_WIN32: facility 7 carries the Win32 code in the low word (0x80070425 = 1061).
-        if isinstance(hresult, int) and (hresult & 0xFFFF0000) in (0x80070000, -0x7FF90000 & 0xFFFF0000):
+        # .NET serializes HResult as a signed Int32; masking works for either sign.
+        if isinstance(hresult, int) and (hresult & 0xFFFF0000) == 0x80070000:
             return hresult & 0xFFFF
     joined = " ".join(texts).lower()
     for text, code in _CODE_BY_TEXT:

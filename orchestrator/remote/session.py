@@ -16,7 +16,7 @@ from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from typing import Any
 
-from orchestrator.remote.errors import RemoteError, classify_exception, classify_record
+from orchestrator.remote.errors import CallTimedOut, RemoteError, classify_exception, classify_record
 from orchestrator.results import ErrorInfo
 
 # How long one Receive may wait on the node before the worker looks at its cancel flag again.
@@ -88,7 +88,7 @@ class Session:
                 except BaseException:  # we are already failing; the first error wins
                     self._drop_pool()
                 if isinstance(exc, TimeoutError):
-                    raise RemoteError(
+                    raise CallTimedOut(
                         ErrorInfo(kind="transport", message=f"remote call did not finish within {timeout:g}s")
                     ) from None
                 raise

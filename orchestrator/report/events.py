@@ -95,7 +95,8 @@ class EventStream:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
         # Append, so a resumed run continues the same stream instead of truncating what tail shows.
-        self._file = self.path.open("a", encoding="utf-8")
+        fd = os.open(self.path, os.O_CREAT | os.O_APPEND | os.O_WRONLY, 0o600)
+        self._file = open(fd, "a", encoding="utf-8")  # noqa: SIM115 - closed by close()
 
     def write(self, event: Event) -> None:
         line = event_line(event)

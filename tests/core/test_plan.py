@@ -90,8 +90,8 @@ def test_nodes_already_unhealthy_do_not_use_up_the_floor() -> None:
     healthy = {"web-01", "web-02", "web-03", "web-04"}  # web-05 and web-06 are down already
     plan = make_plan(inv, healthy=healthy | {"not-in-inventory"})
     assert plan.unhealthy == {"web-05", "web-06"}
-    # 4 healthy, floor 3: one healthy node at a time, but the two broken ones ride along for free.
-    assert plan.batches == (("web-01",), ("web-02",), ("web-03",), ("web-04", "web-05", "web-06"))
+    # 4 healthy, floor 3: one healthy node at a time; the two broken ones go first, for free.
+    assert plan.batches == (("web-05", "web-06", "web-01"), ("web-02",), ("web-03",), ("web-04",))
 
 
 def test_a_floor_at_or_above_the_node_count_is_refused_with_its_field() -> None:
@@ -104,10 +104,11 @@ def test_a_floor_at_or_above_the_node_count_is_refused_with_its_field() -> None:
     assert str(located).startswith("farm.yaml:18:3: rollout.min_healthy: the capacity floor (4) is not below")
 
 
-def test_a_floor_that_unhealthy_nodes_already_exhaust_is_refused() -> None:
-    inv = inventory(4, rollout={"min_healthy": "75%"})
-    with pytest.raises(PlanError, match=r"1 of 4 nodes are already unhealthy .*\(web-02\)"):
-        make_plan(inv, healthy={"web-01", "web-03", "web-04"})
+def test_when_unhealthy_nodes_exhaust_the_floor_they_go_first_and_the_rest_one_by_one() -> None:
+    inv = inventory(4, rollout={"min_healthy": "75%", "batch": 4})
+    plan = make_plan(inv, healthy={"web-01", "web-03", "web-04"})
+    # The scheduler holds web-01 back until web-02 is healthy again (or gives up).
+    assert plan.batches == (("web-02", "web-01"), ("web-03",), ("web-04",))
 
 
 def test_only_unhealthy_nodes_left_can_still_be_restarted() -> None:
@@ -174,7 +175,7 @@ def test_plan_json_records_everything_a_report_needs() -> None:
         "order": "inventory",
         "seed": None,
         "nodes": 4,
-        "batches": [["web-01"], ["web-02", "web-03"], ["web-04"]],
+        "batches": [["web-03"], ["web-01"], ["web-02"], ["web-04"]],
         "limits": {"max_unavailable": 4, "min_healthy": 2, "groups": {}, "window": None},
         "canary": {"bake_seconds": 30.0},
         "pause_seconds": 5.0,
@@ -224,10 +225,9 @@ def test_every_node_is_in_exactly_one_batch_and_no_batch_exceeds_a_limit(
 ) -> None:
     inv, healthy = farm
     total = len(inv.nodes)
-    healthy_count = total if healthy is None else len(healthy)
     wanted = inv.rollout.min_healthy
     floor = math.ceil(total * wanted.value / 100) if wanted.percent else wanted.value
-    impossible = floor >= total or (healthy_count - floor < 1 and healthy_count > 0)
+    impossible = floor >= total
     try:
         plan = make_plan(inv, healthy=healthy)
     except PlanError as exc:
@@ -235,8 +235,8 @@ def test_every_node_is_in_exactly_one_batch_and_no_batch_exceeds_a_limit(
         return
     assert not impossible and plan.limits.min_healthy == floor
     assert Counter(plan.nodes) == Counter(n.name for n in inv.nodes)
-    # With no healthy node left at all, there is no room, only broken nodes to restart.
-    room = max(0, len(inv.nodes) - len(plan.unhealthy) - plan.limits.min_healthy)
+    # Healthy nodes go at least one at a time; the scheduler enforces the live floor.
+    room = max(1, len(inv.nodes) - len(plan.unhealthy) - plan.limits.min_healthy)
     for batch in plan.batches:
         assert 1 <= len(batch) <= plan.limits.max_unavailable
         assert sum(name not in plan.unhealthy for name in batch) <= room

@@ -52,6 +52,7 @@ def test_exit_codes_are_the_documented_values() -> None:
         "ABORTED_WINDOW": 6,
         "ABORTED_SIGNAL": 7,
         "LOCKED": 8,
+        "ABORTED_CAPACITY": 9,
     }
 
 

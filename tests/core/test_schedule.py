@@ -187,6 +187,28 @@ def test_a_blocked_floor_waits_for_recovery() -> None:
     assert s.next_actions(6) == [Start("b")]
 
 
+def test_a_floor_that_blocks_too_long_gives_up_instead_of_waiting_forever() -> None:
+    s = Scheduler(make([["a", "b", "c"]], min_healthy=2, budget={"max_failures": 3}), stall_limit=30, now=0)
+    assert start_all(s, 0) == ["a"]
+    s.node_finished("a", 5, ok=False)
+    [wait] = s.next_actions(6)
+    assert isinstance(wait, Wait) and wait.until == 35  # idle since 5, limit 30
+    assert s.next_actions(34.9) == [wait]
+    assert s.next_actions(35) == [Done("aborted_capacity")]
+    assert s.not_started == ("b", "c")
+
+
+def test_the_stall_clock_restarts_when_a_node_runs() -> None:
+    s = Scheduler(make([["a", "b", "c"]], min_healthy=2, budget={"max_failures": 3}), stall_limit=10, now=0)
+    start_all(s, 0)
+    s.node_finished("a", 5, ok=False)
+    s.health_changed("a", healthy=True)
+    assert start_all(s, 20) == ["b"]  # started after the first idle stretch would have run out
+    s.node_finished("b", 22, ok=False)
+    [wait] = s.next_actions(23)
+    assert isinstance(wait, Wait) and wait.until == 32
+
+
 def test_health_reports_about_nodes_in_flight_are_ignored() -> None:
     s = Scheduler(make([["a", "b"]], max_unavailable=1, min_healthy=1))
     start_all(s, 0)

@@ -33,6 +33,30 @@ class Farm:
     def node_events(self, node: str, *kinds: str) -> list[dict[str, Any]]:
         return [e for e in self.events() if e["node"] == node and (not kinds or e["kind"] in kinds)]
 
+    def client(self, node: str) -> Any:
+        """A pypsrp Client for one node, as an operator's own script would use."""
+        from pypsrp.client import Client
+
+        address = next(n["address"] for n in self.describe["nodes"] if n["name"] == node)
+        return Client(
+            address,
+            username=self.describe["username"],
+            password=self.describe["password"],
+            ssl=False,
+            auth="ntlm",
+            encryption="always",
+            no_proxy=True,
+        )
+
+    def start_run(self, *args: str) -> subprocess.Popen[str]:
+        """`orchestrator run` in the background, for tests that signal it."""
+        cmd = [sys.executable, "-m", "orchestrator", "run", str(self.inventory), *args]
+        return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env())
+
+    def run_status(self) -> str:
+        cmd = [sys.executable, "-m", "orchestrator", "status", str(self.inventory)]
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=60, env=_env(), check=True).stdout
+
     def run(self, *args: str, inventory: Path | None = None, timeout: float = 120) -> Run:
         report = self.workdir / f"report-{time.monotonic_ns()}.json"
         cmd = [

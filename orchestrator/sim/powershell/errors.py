@@ -78,6 +78,24 @@ def from_controller(err: ServiceControllerError | ServiceTimeoutError | Win32Err
     return win32(err)
 
 
+class _CategoryInfo(ErrorCategoryInfo):
+    """ErrorCategoryInfo whose text is PowerShell's GetMessage(), which remoting sends as
+    ErrorCategory_Message (pypsrp's `ErrorRecord.message`): `{Category}: ({TargetName}:{TargetType})
+    [{Activity}], {Reason}` per ErrorCategoryStrings.resx. psrpcore's own rendering drops the colon."""
+
+    def __str__(self) -> str:
+        return (
+            f"{self.Category.name}: ({_ellipsize(self.TargetName)}:{_ellipsize(self.TargetType)}) "
+            f"[{_ellipsize(self.Activity)}], {self.Reason or ''}"
+        )
+
+
+def _ellipsize(text: str | None) -> str:
+    # Windows PowerShell 5.1's ErrorCategoryInfo.Ellipsize; the reason (an exception type) is kept whole.
+    text = text or ""
+    return text if len(text) <= 40 else f"{text[:15]}...{text[-15:]}"
+
+
 def record(
     exc: NETException,
     error_id: str,
@@ -91,7 +109,7 @@ def record(
     """An ErrorRecord; `command` is the cmdlet's .NET type, which completes the FullyQualifiedErrorId."""
     if target_type is None:
         target_type = _type_name(target)
-    info = ErrorCategoryInfo(
+    info = _CategoryInfo(
         Category=category,
         Activity=activity,
         Reason=exc.PSObject.type_names[0].rsplit(".", 1)[-1],

@@ -1,0 +1,62 @@
+"""The command line on inputs that need no farm: validation, plan, schema, refusals."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import yaml
+from typer.testing import CliRunner
+
+from orchestrator.cli import app
+from orchestrator.results import ExitCode
+
+runner = CliRunner()
+DEMO = Path(__file__).parents[2] / "inventories" / "demo.yaml"
+
+
+def test_validate_and_plan_the_demo() -> None:
+    result = runner.invoke(app, ["validate", str(DEMO)])
+    assert result.exit_code == 0, result.output
+    assert "OK (6 nodes" in result.output
+    result = runner.invoke(app, ["plan", str(DEMO), "--json"])
+    assert result.exit_code == 0
+    plan = json.loads(result.output)
+    assert plan["limits"]["window"] == 2 and plan["nodes"] == 6
+
+
+def test_a_driver_not_yet_available_is_refused_at_its_line(tmp_path: Path) -> None:
+    data = yaml.safe_load(DEMO.read_text())
+    data["load_balancer"] = {
+        "driver": "haproxy",
+        "haproxy": {"socket": "/run/haproxy.sock", "backend": "web"},
+    }
+    inv = tmp_path / "inv.yaml"
+    inv.write_text(yaml.safe_dump(data, sort_keys=False))
+    for command in ("validate", "run"):
+        result = runner.invoke(app, [command, str(inv)])
+        assert result.exit_code == ExitCode.INVALID_INPUT, result.output
+        assert f"{inv}:" in result.output and "load_balancer.driver" in result.output
+        assert "not available" in result.output
+
+
+def test_schema_commands_print_json_schemas() -> None:
+    inv = json.loads(runner.invoke(app, ["schema"]).output)
+    assert "nodes" in inv["properties"]
+    result = json.loads(runner.invoke(app, ["schema", "--result"]).output)
+    assert "nodes" in result["properties"]
+
+
+def test_report_of_an_unknown_run_is_a_clear_error(tmp_path: Path) -> None:
+    data = yaml.safe_load(DEMO.read_text())
+    data["journal"] = str(tmp_path / "journal.sqlite")
+    inv = tmp_path / "inv.yaml"
+    inv.write_text(yaml.safe_dump(data, sort_keys=False))
+    result = runner.invoke(app, ["report", str(inv)])
+    assert result.exit_code == ExitCode.INVALID_INPUT and "no run recorded" in result.output
+
+
+def test_sim_needs_exactly_one_source_of_nodes() -> None:
+    result = runner.invoke(app, ["sim"])
+    assert result.exit_code == ExitCode.INVALID_INPUT
+    assert "exactly one of --inventory or --nodes" in result.output

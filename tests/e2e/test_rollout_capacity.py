@@ -1,0 +1,115 @@
+"""Capacity floor and signals end to end."""
+
+from __future__ import annotations
+
+import json
+import selectors
+import signal
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+from orchestrator.results import ExitCode
+from tests.e2e.harness import InventorySpec
+
+
+def test_a_node_unhealthy_before_the_run_counts_against_the_floor(farm: Any) -> None:
+    f = farm(InventorySpec(nodes=3, rollout={"strategy": "window", "window": 1, "min_healthy": 2}))
+    # Someone stopped IIS on web-02 before the run: it is out of rotation already.
+    f.client("web-02").execute_ps("Stop-Service -Name W3SVC -Force")
+    run = f.run()
+    assert run.code == ExitCode.SUCCEEDED, run.stdout + run.stderr
+    assert run.report is not None
+    assert run.report["plan"]["unhealthy"] == ["web-02"]
+    # Taking web-01 first would have left one healthy node; the unhealthy one goes first.
+    firsts = {
+        n: min(e["ts"] for e in f.node_events(n, "service_control")) for n in ("web-01", "web-02", "web-03")
+    }
+    assert min(firsts, key=lambda n: firsts[n]) == "web-02"
+    assert all(run.node(n)["outcome"] == "done" for n in ("web-01", "web-02", "web-03"))
+
+
+def test_a_floor_that_cannot_be_met_ends_the_run_instead_of_waiting_forever(farm: Any) -> None:
+    f = farm(
+        InventorySpec(
+            nodes=4,
+            faults={"web-01": [{"kind": "start_failure", "service": "W3SVC"}]},
+            rollout={
+                "strategy": "window",
+                "window": 1,
+                "min_healthy": 3,
+                "failure_budget": {"max_failures": 2},
+            },
+            timeouts={"node": 3},
+        )
+    )
+    run = f.run()
+    assert run.code == ExitCode.ABORTED_CAPACITY, run.stdout + run.stderr
+    assert run.node("web-01")["outcome"] == "failed"
+    assert [run.node(n)["outcome"] for n in ("web-02", "web-03", "web-04")] == ["not_started"] * 3
+
+
+def _wait_for_phase(events: Path, node: str, phase: str, deadline: float) -> None:
+    while time.monotonic() < deadline:
+        if events.exists():
+            for line in events.read_text().splitlines():
+                e = json.loads(line)
+                if e.get("event") == "phase" and e["node"] == node and e["phase"] == phase:
+                    return
+        time.sleep(0.05)
+    raise AssertionError(f"{node} never reached {phase}")
+
+
+def _wait_for_line(proc: subprocess.Popen[str], text: str, deadline: float) -> None:
+    assert proc.stderr is not None
+    sel = selectors.DefaultSelector()
+    sel.register(proc.stderr, selectors.EVENT_READ)
+    while time.monotonic() < deadline:
+        if sel.select(timeout=max(0.0, deadline - time.monotonic())):
+            line = proc.stderr.readline()
+            if not line:
+                break
+            if text in line:
+                return
+    raise AssertionError(f"the run never logged {text!r}")
+
+
+SLOW = {"timings": {"default": {"stop": {"low": 0.8, "high": 0.8}, "start": {"low": 0.3, "high": 0.3}}}}
+
+
+def test_first_sigint_lets_the_node_in_flight_finish_and_starts_no_other(farm: Any, tmp_path: Path) -> None:
+    f = farm(InventorySpec(nodes=3, sim=SLOW))
+    events = tmp_path / "events.jsonl"
+    proc = f.start_run("--events", str(events), "--report", str(tmp_path / "r.json"))
+    _wait_for_phase(events, "web-01", "stop", time.monotonic() + 30)
+    proc.send_signal(signal.SIGINT)
+    proc.communicate(timeout=60)
+    assert proc.returncode == ExitCode.ABORTED_SIGNAL
+    report = json.loads((tmp_path / "r.json").read_text())
+    outcomes = {n["name"]: (n["outcome"], n["rotation"]) for n in report["nodes"]}
+    assert outcomes == {
+        "web-01": ("done", "in"),
+        "web-02": ("not_started", "in"),
+        "web-03": ("not_started", "in"),
+    }
+    assert f.node_events("web-02", "service_control") == []
+
+
+def test_second_sigint_stops_at_once_and_says_what_was_left(farm: Any, tmp_path: Path) -> None:
+    f = farm(InventorySpec(nodes=2, sim=SLOW))
+    events = tmp_path / "events.jsonl"
+    proc = f.start_run("--events", str(events), "--report", str(tmp_path / "r.json"))
+    _wait_for_phase(events, "web-01", "stop", time.monotonic() + 30)
+    proc.send_signal(signal.SIGINT)
+    # Standard signals do not queue: a second SIGINT sent before the first is handled merges with it.
+    _wait_for_line(proc, "stop requested", time.monotonic() + 30)
+    proc.send_signal(signal.SIGINT)
+    proc.communicate(timeout=60)
+    assert proc.returncode == ExitCode.ABORTED_SIGNAL
+    node = next(n for n in json.loads((tmp_path / "r.json").read_text())["nodes"] if n["name"] == "web-01")
+    assert node["outcome"] == "interrupted"
+    assert node["rotation"] == "out"  # drained by us and not put back: the report says so
+    assert node["phases"][-1]["outcome"] == "cancelled"
+    status = f.run_status()
+    assert "web-01" in status and "interrupted" in status
