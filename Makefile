@@ -17,7 +17,7 @@ venv: $(STAMP)
 lint: venv
 	$(VENV)/bin/ruff check orchestrator tests bench
 	$(VENV)/bin/ruff format --check orchestrator tests bench
-	$(VENV)/bin/mypy orchestrator bench
+	$(VENV)/bin/mypy orchestrator tests bench
 
 test: lint
 	$(VENV)/bin/pytest -q

@@ -187,7 +187,11 @@ class Rollout:
             nodes = [flows[n.name].result for n in inv.nodes]
             for untouched in (r for r in nodes if r.outcome == "not_started"):
                 recorder.node_state(
-                    untouched.name, rotation=untouched.rotation, services={}, outcome="not_started", reason=None
+                    untouched.name,
+                    rotation=untouched.rotation,
+                    services={},
+                    outcome="not_started",
+                    reason=None,
                 )
             result = RunResult(
                 run_id=self.run_id,

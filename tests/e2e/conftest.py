@@ -23,10 +23,12 @@ def farm(tmp_path: Path) -> Iterator[Any]:
     """`farm(InventorySpec(...))` starts a farm for that inventory and returns a Farm."""
     started: list[Farm] = []
 
-    def start(spec: InventorySpec) -> Farm:
-        block = next(_blocks)
+    def start(spec: InventorySpec | Path) -> Farm:
         inventory = tmp_path / "inventory.yaml"
-        inventory.write_text(yaml.safe_dump(spec.render(block, 8080), sort_keys=False))
+        if isinstance(spec, Path):
+            inventory.write_text(spec.read_text())
+        else:
+            inventory.write_text(yaml.safe_dump(spec.render(next(_blocks), 8080), sort_keys=False))
         describe = tmp_path / "farm.json"
         # stderr to a file: a pipe nobody reads would fill up and stall the farm.
         with open(tmp_path / "sim.log", "wb") as log:

@@ -139,3 +139,23 @@ class InventorySpec:
                 **self.sim,
             },
         }
+
+
+def down_intervals(farm: Farm) -> dict[str, tuple[float, float]]:
+    """Per node: from the first stop control to the last service reaching Running."""
+    spans: dict[str, list[float]] = {}
+    for e in farm.events():
+        if e["kind"] == "service_control" and e["control"] == "stop":
+            spans.setdefault(e["node"], [e["ts"], e["ts"]])
+        elif e["kind"] == "service_state" and e["state"] == "Running" and e["node"] in spans:
+            spans[e["node"]][1] = e["ts"]
+    return {n: (a, b) for n, (a, b) in spans.items()}
+
+
+def max_concurrent(intervals: dict[str, tuple[float, float]]) -> int:
+    edges = sorted([(a, 1) for a, _ in intervals.values()] + [(b, -1) for _, b in intervals.values()])
+    level = peak = 0
+    for _, step in edges:
+        level += step
+        peak = max(peak, level)
+    return peak
