@@ -19,6 +19,7 @@ import argparse
 import json
 import resource
 import selectors
+import signal
 import statistics
 import subprocess
 import sys
@@ -169,7 +170,13 @@ def winrm_requests(events_path: Path) -> tuple[Counter[str], Counter[str]]:
     return per_node, per_action
 
 
+def _exit_on_sigterm(signum: int, _frame: object) -> None:
+    # Unwinding (not dying) is what lets the `finally` stop the farm this script started.
+    raise SystemExit(128 + signum)
+
+
 def main(argv: list[str] | None = None) -> int:
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     parser.add_argument("--nodes", type=int, default=200)
     parser.add_argument("--concurrency", type=int, default=32)

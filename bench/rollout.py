@@ -2,7 +2,8 @@
 
 The farm runs in its own process (`python -m orchestrator.sim.farm --inventory ...`); the
 coordinator (`Rollout(inventory).run()`, as `orchestrator run` calls it) runs in this one, so this
-process's CPU time (`time.process_time`, every thread included) is the orchestrator's alone.
+process's CPU time (`time.process_time`, every thread included) is the orchestrator's alone (the
+farm's is read with psutil, for comparison).
 Printed, never asserted.
 
 Part 1, cost: a rolling `iis-restart` of `--nodes` (200) nodes whose services stop and start at
@@ -41,6 +42,7 @@ import contextlib
 import heapq
 import json
 import selectors
+import signal
 import subprocess
 import sys
 import tempfile
@@ -51,6 +53,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import psutil  # type: ignore[import-untyped]
 import yaml
 
 from orchestrator.inventory import load_inventory
@@ -171,6 +174,7 @@ class Run:
     result: RunResult
     wall: float
     cpu: float
+    farm_cpu: float
     farm_events: list[dict[str, Any]]
     run_events: Path | None
 
@@ -198,12 +202,19 @@ def run_rollout(
         inv = load_inventory(inventory)
         with contextlib.ExitStack() as stack:
             stream = stack.enter_context(EventStream(run_events)) if run_events else None
+            farm_cpu0 = _cpu_seconds(farm.proc)
             cpu0, wall0 = time.process_time(), time.perf_counter()
             result = asyncio.run(Rollout(inv, RunOptions(recorder_events=stream)).run())
             wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
+            farm_cpu = _cpu_seconds(farm.proc) - farm_cpu0
     finally:
         stop_farm(farm.proc)
-    return Run(result, wall, cpu, read_farm_events(farm.describe["events"]), run_events)
+    return Run(result, wall, cpu, farm_cpu, read_farm_events(farm.describe["events"]), run_events)
+
+
+def _cpu_seconds(proc: subprocess.Popen[str]) -> float:
+    times = psutil.Process(proc.pid).cpu_times()
+    return float(times.user + times.system)
 
 
 def _outcome(run: Run) -> str:
@@ -232,6 +243,10 @@ def report_cost(run: Run, nodes: int, window: int) -> None:
     print(f"  outcome                         {_outcome(run)}")
     print(f"  wall time                       {run.wall:8.2f} s  ({nodes / run.wall:.1f} nodes/s)")
     print(f"  orchestrator CPU                {run.cpu:8.2f} s  ({1000 * run.cpu / nodes:.1f} ms/node)")
+    print(
+        f"  farm CPU (for comparison)       {run.farm_cpu:8.2f} s"
+        f"  ({1000 * run.farm_cpu / nodes:.1f} ms/node)"
+    )
     print(
         f"  WinRM requests per node         {sum(counts) / nodes:8.1f}"
         f"  (min {min(counts)}, max {max(counts)};"
@@ -344,7 +359,13 @@ def _versus(makespan: float, ideal: float, name: str = "ideal") -> str:
     return f"makespan/{name} {makespan / ideal:.3f} (+{1000 * (makespan - ideal):.0f} ms)"
 
 
+def _exit_on_sigterm(signum: int, _frame: object) -> None:
+    # Unwinding (not dying) is what lets the `finally` stop the farm this script started.
+    raise SystemExit(128 + signum)
+
+
 def main(argv: list[str] | None = None) -> int:
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     parser.add_argument("--nodes", type=int, default=200, help="nodes in the cost run (0 skips it)")
     parser.add_argument("--spread-nodes", type=int, default=40, help="nodes in each scheduling run (0 skips)")

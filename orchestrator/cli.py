@@ -6,7 +6,7 @@ import asyncio
 import json
 import sys
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
@@ -90,16 +90,52 @@ def plan(
     )
 
 
+ReportOpt = Annotated[Path | None, typer.Option(help="Write the JSON report here.")]
+EventsOpt = Annotated[Path | None, typer.Option(help="Append the JSONL event stream here.")]
+JunitOpt = Annotated[Path | None, typer.Option(help="Write a JUnit XML report here.")]
+HtmlOpt = Annotated[Path | None, typer.Option(help="Write an HTML timeline here.")]
+LogOpt = Annotated[str, typer.Option(help="debug, info, warning or error.")]
+
+
 @app.command()
 def run(
     inventory: InventoryArg,
-    report: Annotated[Path | None, typer.Option(help="Write the JSON report here.")] = None,
-    events: Annotated[Path | None, typer.Option(help="Append the JSONL event stream here.")] = None,
-    junit: Annotated[Path | None, typer.Option(help="Write a JUnit XML report here.")] = None,
-    html: Annotated[Path | None, typer.Option(help="Write an HTML timeline here.")] = None,
-    log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "warning",
+    report: ReportOpt = None,
+    events: EventsOpt = None,
+    junit: JunitOpt = None,
+    html: HtmlOpt = None,
+    log_level: LogOpt = "warning",
 ) -> None:
     """Roll the restart over the farm. Exit codes: see `docs/results.md`."""
+    _roll(inventory, None, report, events, junit, html, log_level)
+
+
+@app.command()
+def resume(
+    inventory: InventoryArg,
+    run_id: Annotated[
+        str | None, typer.Option("--run", help="The run to resume; default the latest.")
+    ] = None,
+    report: ReportOpt = None,
+    events: EventsOpt = None,
+    junit: JunitOpt = None,
+    html: HtmlOpt = None,
+    log_level: LogOpt = "warning",
+) -> None:
+    """Finish an interrupted or partly failed run: nodes it finished are skipped, the others pick up
+    at the phase that did not complete (each phase looks before it acts). Same limits as `run`."""
+    _roll(inventory, run_id or "latest", report, events, junit, html, log_level)
+
+
+def _roll(
+    inventory: Path,
+    resume_run: str | None,
+    report: Path | None,
+    events: Path | None,
+    junit: Path | None,
+    html: Path | None,
+    log_level: str,
+) -> NoReturn:
     from orchestrator.log import configure_logging
     from orchestrator.report import print_summary, write_html, write_json_report, write_junit
     from orchestrator.report.console import LiveProgress
@@ -109,11 +145,11 @@ def run(
 
     configure_logging(log_level)
     inv = _load(inventory)
+    state = _resume_state(inv, resume_run) if resume_run else None
     stream = EventStream(events) if events else None
-    live = sys.stdout.isatty()
-    progress = LiveProgress([n.name for n in inv.nodes], out, enabled=live)
+    progress = LiveProgress([n.name for n in inv.nodes], out, enabled=sys.stdout.isatty())
     try:
-        rollout = Rollout(inv, RunOptions(recorder_events=stream, progress=progress))
+        rollout = Rollout(inv, RunOptions(recorder_events=stream, progress=progress), resume=state)
         with progress:
             result = asyncio.run(rollout.run())
     except InvalidInput as exc:
@@ -140,6 +176,29 @@ def run(
             writer(result, path)
     print_summary(result, out)
     raise typer.Exit(int(code))
+
+
+def _resume_state(inv: Any, run_id: str) -> Any:
+    from orchestrator.journal import Journal, JournalError
+    from orchestrator.resume import NotThisInventory, load_resume_state
+
+    if not inv.journal.exists():
+        _fail(f"nothing to resume: no run recorded (journal {inv.journal})", ExitCode.INVALID_INPUT)
+    with Journal(inv.journal) as journal:
+        if run_id == "latest":
+            last = journal.latest_run(inv.path)
+            if last is None:
+                _fail("nothing to resume: no run recorded for this inventory", ExitCode.INVALID_INPUT)
+            run_id = last.run_id
+        try:
+            state = load_resume_state(journal, run_id, inv.path)
+        except (JournalError, NotThisInventory) as exc:
+            _fail(str(exc), ExitCode.INVALID_INPUT)
+    if not state.pending:
+        out.print(f"nothing to resume: every node of run {run_id} is done")
+        raise typer.Exit(int(ExitCode.SUCCEEDED))
+    out.print(f"resuming run {run_id}: {', '.join(f'{n} at {state.start_at[n]}' for n in state.pending)}")
+    return state
 
 
 @app.command()

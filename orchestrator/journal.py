@@ -458,13 +458,14 @@ class Journal:
 
     def unfinished_nodes(self, run_id: str) -> list[NodeState]:
         """Nodes that are not done (failed, interrupted, in flight, not started, skipped), plan order."""
-        return [state for state in self._node_states(run_id) if state.outcome != "done"]
+        return [state for state in self.node_states(run_id) if state.outcome != "done"]
 
     def nodes_out_of_rotation(self, run_id: str) -> list[NodeState]:
         """Nodes last known drained from the load balancer ("unknown" ones are in `unfinished_nodes`)."""
-        return [state for state in self._node_states(run_id) if state.rotation == "out"]
+        return [state for state in self.node_states(run_id) if state.rotation == "out"]
 
-    def _node_states(self, run_id: str) -> list[NodeState]:
+    def node_states(self, run_id: str) -> list[NodeState]:
+        """Every node's latest journalled state, plan order."""
         with self._read() as conn:
             _require_run(conn, run_id)
             rows = conn.execute(

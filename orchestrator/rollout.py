@@ -34,7 +34,8 @@ from orchestrator.log import register_secret
 from orchestrator.plan import Plan, PlanError, make_plan
 from orchestrator.recording import RunRecorder
 from orchestrator.remote.session import Session
-from orchestrator.results import NodeResult, RunOutcome, RunResult, exit_code_for, utc_now
+from orchestrator.results import NodeResult, Phase, RunOutcome, RunResult, exit_code_for, utc_now
+from orchestrator.resume import ResumeState
 from orchestrator.schedule import Done, Scheduler, Start, Wait
 from orchestrator.workflow import Workflow
 from orchestrator.yamlsource import SourceError
@@ -94,10 +95,15 @@ def _digest(path: Path) -> str:
 
 class Rollout:
     def __init__(
-        self, inv: Inventory, options: RunOptions | None = None, lb: LoadBalancer | None = None
+        self,
+        inv: Inventory,
+        options: RunOptions | None = None,
+        lb: LoadBalancer | None = None,
+        resume: ResumeState | None = None,
     ) -> None:
         self.inv = inv
         self.options = options or RunOptions()
+        self.resume = resume
         self.lb: LoadBalancer = lb or load_balancer(inv)
         self.run_id = utc_now().strftime("%Y%m%dT%H%M%SZ-") + uuid.uuid4().hex[:8]
         self._stop = asyncio.Event()
@@ -185,12 +191,12 @@ class Rollout:
                     log.exception("internal error: the run stopped")
                     outcome, plan = "internal_error", None
             nodes = [flows[n.name].result for n in inv.nodes]
-            for untouched in (r for r in nodes if r.outcome == "not_started"):
+            for untouched in (r for r in nodes if r.outcome in ("not_started", "skipped")):
                 recorder.node_state(
                     untouched.name,
                     rotation=untouched.rotation,
                     services={},
-                    outcome="not_started",
+                    outcome=untouched.outcome,
                     reason=None,
                 )
             result = RunResult(
@@ -200,7 +206,10 @@ class Rollout:
                 started_at=started,
                 ended_at=utc_now(),
                 outcome=outcome,
-                plan=plan.to_json() if plan else {},
+                plan={
+                    **(plan.to_json() if plan else {}),
+                    **({"resumes": self.resume.run_id} if self.resume else {}),
+                },
                 budget={},
                 nodes=nodes,
             )
@@ -231,16 +240,25 @@ class Rollout:
             )
 
         # Whole-fleet preflight: read-only, bounded concurrency; one refusal stops everything.
-        oks = await bounded_map(
-            lambda f: f.preflight(), flows.values(), limit=self.options.preflight_concurrency
-        )
-        for flow in flows.values():
+        # A resumed run preflights only the nodes it will touch.
+        active = [f for name, f in flows.items() if self._start_at(name) is not None]
+        oks = await bounded_map(lambda f: f.preflight(), active, limit=self.options.preflight_concurrency)
+        for flow in active:
+            earlier = self.resume.services_before.get(flow.job.name) if self.resume else None
+            if earlier:
+                # What ran before the *first* attempt is what must run again, not what the
+                # interrupted attempt left stopped.
+                flow.adopt_services_before(earlier)
             recorder.services_before[flow.job.name] = flow.result.services_before
         if not all(oks):
             for flow in flows.values():
                 if flow.result.outcome != "failed":
                     flow.result.outcome = "not_started"
             return "preflight_refused", None
+        if self.resume is not None:
+            for name, flow in flows.items():
+                if self._start_at(name) is None:
+                    flow.result.outcome = "skipped"
 
         probes = await bounded_map(
             lambda f: health.probe(f.job.health), flows.values(), limit=self.options.preflight_concurrency
@@ -283,7 +301,16 @@ class Rollout:
                     for d in decisions:
                         assert isinstance(d, Start)
                         sched.node_started(d.name, now)
-                        self._tasks[asyncio.create_task(flows[d.name].restart(), name=d.name)] = d.name
+                        start_at = self._start_at(d.name)
+                        if start_at is None:
+                            # Done in the run being resumed: it passes through without a touch,
+                            # keeping the health it had when this run began.
+                            sched.node_finished(d.name, now, ok=True)
+                            if d.name in plan.unhealthy:
+                                sched.health_changed(d.name, healthy=False)
+                            continue
+                        task = asyncio.create_task(flows[d.name].restart(start_at), name=d.name)
+                        self._tasks[task] = d.name
                     continue
                 assert isinstance(first, Wait)
                 if self._tasks:
@@ -299,6 +326,11 @@ class Rollout:
             for task in self._tasks:
                 task.cancel()
             await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    def _start_at(self, name: str) -> Phase | None:
+        if self.resume is None:
+            return "drain"
+        return self.resume.start_at.get(name, "drain")
 
     async def _recheck(
         self,

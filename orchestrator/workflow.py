@@ -116,11 +116,18 @@ class Workflow:
             self.result.outcome = "failed"
         return ok
 
+    def adopt_services_before(self, services: dict[str, str]) -> None:
+        """Resuming: the states recorded before the first attempt decide what must run again."""
+        self.ctx.services_before = dict(services)
+        self.result.services_before = dict(services)
+
     async def restart(self, start_at: Phase = "drain") -> NodeResult:
         """Run the phases from `start_at` to the end within the node's deadline."""
         self.result.started_at = utc_now()
         self.result.outcome = "interrupted"
         phases = PHASES[PHASES.index(start_at) :]
+        if "drain" not in phases:
+            self._rotation("out")  # resumed past drain: the earlier run took it out of rotation
         steps: dict[Phase, Callable[[], Awaitable[None]]] = {
             "preflight": self._preflight,
             "drain": self._drain,

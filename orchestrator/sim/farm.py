@@ -178,23 +178,25 @@ def _raise_fd_limit() -> None:
             resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
 
 
-async def _until_signalled() -> None:
+def _stop_on_signal() -> asyncio.Event:
+    """Install the handlers *before* announcing readiness: whoever saw `ready` may signal at once."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
+    return stop
 
 
 async def _serve_alone(
     nodes: list[NodeAddress], config: SimConfig, workdir: Path, events: Path, describe: Path | None
 ) -> None:
+    stop = _stop_on_signal()
     farm = await serve_farm(nodes, config, workdir, events)
     try:
         if describe is not None:
             await asyncio.to_thread(_write_json, describe, farm.describe())
         print("ready", flush=True)
-        await _until_signalled()
+        await stop.wait()
     finally:
         await farm.close()
 
@@ -212,10 +214,11 @@ def _worker(
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
     async def main() -> None:
+        stop = _stop_on_signal()
         farm = await serve_farm(nodes, config, workdir, events, ca=FarmCA.load(workdir.parent / "pki"))
         try:
             conn.send(farm.describe())
-            await _until_signalled()
+            await stop.wait()
         finally:
             await farm.close()
 

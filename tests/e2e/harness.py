@@ -57,13 +57,15 @@ class Farm:
         cmd = [sys.executable, "-m", "orchestrator", "status", str(self.inventory)]
         return subprocess.run(cmd, capture_output=True, text=True, timeout=60, env=_env(), check=True).stdout
 
-    def run(self, *args: str, inventory: Path | None = None, timeout: float = 120) -> Run:
+    def run(
+        self, *args: str, inventory: Path | None = None, timeout: float = 120, command: str = "run"
+    ) -> Run:
         report = self.workdir / f"report-{time.monotonic_ns()}.json"
         cmd = [
             sys.executable,
             "-m",
             "orchestrator",
-            "run",
+            command,
             str(inventory or self.inventory),
             "--report",
             str(report),

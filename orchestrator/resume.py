@@ -1,0 +1,60 @@
+"""Where a resumed run picks each node up. The decision is pure; reading the journal is the edge.
+
+A resumed run is a new run over the whole inventory, so the capacity floor still counts every node:
+nodes that the earlier run finished are skipped, the others re-enter at the phase that did not
+complete. Every phase observes before it acts, so re-entering a phase that was cut short is safe.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from orchestrator.journal import Journal
+from orchestrator.results import PHASES, NodeOutcome, Phase, PhaseStatus
+
+
+@dataclass(frozen=True)
+class ResumeState:
+    run_id: str  # the run being resumed
+    start_at: dict[str, Phase | None]  # None: done earlier, nothing to do
+    services_before: dict[str, dict[str, str]] = field(default_factory=dict)
+
+    @property
+    def pending(self) -> list[str]:
+        return [name for name, phase in self.start_at.items() if phase is not None]
+
+
+def resume_point(
+    outcome: NodeOutcome | None, last_phase: Phase | None, last_status: PhaseStatus | None
+) -> Phase | None:
+    """The phase to start a node at, or None when it is done."""
+    if outcome in ("done", "skipped"):
+        # A node skipped by a resume was itself done before.
+        return None
+    if last_phase is None or last_phase == "preflight":
+        # Never touched: every run preflights anyway, so start with the first phase that acts.
+        return "drain"
+    if last_status == "ok":
+        index = PHASES.index(last_phase)
+        # Past undrain's ok nothing was left to do but record it; undrain again is harmless.
+        return PHASES[min(index + 1, len(PHASES) - 1)]
+    # failed, cancelled or cut off while started: do that phase again.
+    return last_phase
+
+
+class NotThisInventory(Exception):
+    pass
+
+
+def load_resume_state(journal: Journal, run_id: str, inventory: Path) -> ResumeState:
+    previous = journal.run_result(run_id)
+    if Path(previous.inventory_path).resolve() != inventory.resolve():
+        raise NotThisInventory(f"run {run_id} belongs to {previous.inventory_path}, not {inventory}")
+    states = {s.name: s for s in journal.node_states(run_id)}
+    start_at = {
+        name: resume_point(state.outcome, state.last_phase, state.last_status)
+        for name, state in states.items()
+    }
+    before = {n.name: dict(n.services_before) for n in previous.nodes if n.services_before}
+    return ResumeState(run_id=run_id, start_at=start_at, services_before=before)
