@@ -30,7 +30,7 @@ Definitions (part 2):
   can beat, max(longest node, sum(durations) / N). Makespan over the replay is the coordinator's
   overhead; the replay over the bound is the price of the inventory order.
 
-Run: `.venv/bin/python bench/rollout.py [--nodes 200] [--spread-nodes 40]` (about 2 minutes on 2
+Run: `.venv/bin/python bench/rollout.py [--nodes 200] [--spread-nodes 40]` (about 3 minutes on 2
 cores; `--nodes 50 --spread-nodes 20` for a quick look). The farms listen on 127.0.8.x.
 """
 
