@@ -148,6 +148,8 @@ async def create_detached_process(session: Session, command_line: str, *, timeou
             Arguments={"CommandLine": command_line},
         ),
         timeout=timeout,
+        # Never twice: a lost answer must not start a second `net stop http`.
+        retry=False,
     )
     _raise_first(inv)
     result = inv.output[0] if inv.output else None

@@ -21,6 +21,8 @@ from orchestrator.results import ErrorInfo
 
 # How long one Receive may wait on the node before the worker looks at its cancel flag again.
 _POLL_SECONDS = 1
+# A dropped connection is retried after these pauses (the pool is rebuilt); auth errors are not.
+_TRANSPORT_RETRIES = (0.5, 1.5)
 
 
 @dataclass(frozen=True)
@@ -71,8 +73,24 @@ class Session:
         self._pool: Any = None
         self.calls = 0
 
-    async def invoke(self, *pipeline: Cmd, timeout: float) -> Invocation:
-        """Run one pipeline. Raises RemoteError (classified) on transport or auth failures."""
+    async def invoke(self, *pipeline: Cmd, timeout: float, retry: bool = True) -> Invocation:
+        """Run one pipeline. Raises RemoteError (classified) on transport or auth failures.
+
+        Transport failures (connection refused or reset) are retried with backoff on a fresh pool,
+        because every call the product makes is safe to repeat; pass `retry=False` for one that is
+        not (creating a process)."""
+        pauses = list(_TRANSPORT_RETRIES) if retry else []
+        while True:
+            try:
+                return await self._invoke_once(pipeline, timeout)
+            except CallTimedOut:
+                raise
+            except RemoteError as err:
+                if err.kind != "transport" or not pauses:
+                    raise
+            await asyncio.sleep(pauses.pop(0))
+
+    async def _invoke_once(self, pipeline: tuple[Cmd, ...], timeout: float) -> Invocation:
         async with self._lock:
             cancel = threading.Event()
             loop = asyncio.get_running_loop()

@@ -99,6 +99,14 @@ class StartFailure(_Strict):
     service: str = "W3SVC"
 
 
+class StopFailure(_Strict):
+    """The service goes StopPending, then back to Running (its stop handler gave up): a caller
+    waiting for Stopped sees a state that is neither, which Stop-Service reports as StopServiceFailed."""
+
+    kind: Literal["stop_failure"]
+    service: str = "W3SVC"
+
+
 class UnhealthyAfterStart(_Strict):
     """After the next start the site answers 500 on /healthz (services still Running)."""
 
@@ -144,6 +152,7 @@ Fault = Annotated[
     | AccessDenied
     | Disabled
     | StartFailure
+    | StopFailure
     | UnhealthyAfterStart
     | SlowWarmup
     | WinRMDown

@@ -25,6 +25,7 @@ from orchestrator.sim.config import (
     HangStop,
     ServiceTiming,
     StartFailure,
+    StopFailure,
     WinRMDown,
 )
 
@@ -443,6 +444,10 @@ class ServiceControlManager:
         if hang and self._stop_work is None:
             # Stuck in StopPending until its host process is killed (terminate()).
             await asyncio.Event().wait()
+        if self._node.has_fault(StopFailure, svc.name):
+            svc._transition = None
+            self._set(svc, ServiceState.Running)
+            return
         svc._transition = None
         svc.exit_code = 0
         self._set(svc, ServiceState.Stopped)

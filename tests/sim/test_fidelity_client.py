@@ -309,6 +309,25 @@ async def test_start_service_failed_when_the_host_dies_while_start_pending(
     assert terminated == {"W3SVC", "WAS"}
 
 
+async def test_stop_service_failed_when_the_service_falls_back_to_running(
+    start_farm: StartFarm, in_thread: InThread
+) -> None:
+    farm = await start_farm(_config({"kind": "stop_failure", "service": "W3LOGSVC"}))
+    _output, errors = await in_thread(_invoke, farm, "Stop-Service", ("Name", "W3LOGSVC"))
+    _assert_service_error(
+        _only(errors),
+        "StopServiceFailed",
+        "Stop",
+        ErrorCategory.OpenError,
+        "Service 'W3C Logging Service (W3LOGSVC)' stop failed.",
+    )
+    assert await in_thread(_states, farm, "W3LOGSVC") == {"W3LOGSVC": "Running"}
+    states = [
+        e["state"] for e in await _events(farm, in_thread, "service_state") if e["service"] == "W3LOGSVC"
+    ]
+    assert states == ["StopPending", "Running"]
+
+
 async def test_set_service_status_stopped_refuses_services_with_dependents(
     farm: Farm, in_thread: InThread
 ) -> None:

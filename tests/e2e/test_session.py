@@ -1,0 +1,81 @@
+"""The remote session against a simulated node: pool reuse, and recovery when WinRM restarts."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+from orchestrator.remote import cmdlets
+from orchestrator.remote.errors import RemoteError
+from orchestrator.remote.session import Session, Target
+from orchestrator.sim.config import SimConfig
+from orchestrator.sim.farm import Farm, serve_farm
+from orchestrator.sim.scm import ServiceState
+
+ADDRESS = "127.0.60.1"
+FAST = {"timings": {"default": {"stop": {"low": 0.01, "high": 0.02}, "start": {"low": 0.01, "high": 0.02}}}}
+
+
+@pytest.fixture
+async def farm(tmp_path: Path) -> AsyncIterator[Farm]:
+    f = await serve_farm(
+        [("web-001", ADDRESS)], SimConfig.model_validate(FAST), tmp_path, tmp_path / "events.jsonl"
+    )
+    yield f
+    await f.close()
+
+
+def target(password: str = "Demo-Passw0rd!") -> Target:
+    return Target(
+        host=ADDRESS, port=5985, scheme="http", auth="ntlm", username="orchestrator-demo", password=password
+    )
+
+
+def pools_opened(farm: Farm) -> int:
+    events = Path(farm.describe()["events"]).read_text().splitlines()
+    return sum('"winrm_request"' in e and '"Create"' in e for e in events)
+
+
+async def test_one_pool_serves_all_calls_and_is_rebuilt_after_winrm_restarts(farm: Farm) -> None:
+    node = farm.node("web-001")
+    with ThreadPoolExecutor(2) as executor:
+        session = Session(target(), executor)
+        for _ in range(3):
+            states = await cmdlets.get_services(session, ["W3SVC"], timeout=10)
+            assert states["W3SVC"].status == "Running"
+        assert pools_opened(farm) == 1
+
+        # WinRM restarts under the session: its shell is gone and the first attempt fails.
+        await node.scm.controller_stop("WinRM", "test")
+        assert await node.scm.wait_for("WinRM", ServiceState.Stopped, 5)
+        await node.scm.start("WinRM", "test")
+        assert await node.scm.wait_for("WinRM", ServiceState.Running, 5)
+
+        states = await cmdlets.get_services(session, ["WinRM"], timeout=10)
+        assert states["WINRM"].status == "Running"
+        assert pools_opened(farm) == 2
+        await session.close()
+
+
+async def test_wrong_password_is_an_auth_error_and_not_retried(farm: Farm) -> None:
+    with ThreadPoolExecutor(1) as executor:
+        session = Session(target("wrong"), executor)
+        with pytest.raises(RemoteError) as caught:
+            await cmdlets.get_services(session, ["W3SVC"], timeout=10)
+        assert caught.value.kind == "auth"
+        assert pools_opened(farm) == 0  # never got past authentication
+
+
+async def test_missing_service_is_classified_not_found(farm: Farm) -> None:
+    with ThreadPoolExecutor(1) as executor:
+        session = Session(target(), executor)
+        with pytest.raises(RemoteError) as caught:
+            await cmdlets.get_services(session, ["NoSuchService"], timeout=10)
+        assert caught.value.kind == "not_found"
+        assert caught.value.info.fqid is not None and caught.value.info.fqid.startswith(
+            "NoServiceFoundForGivenName"
+        )
+        await session.close()
