@@ -16,22 +16,18 @@ Run: `.venv/bin/python bench/fanout.py [--nodes 200] [--concurrency 32]`.
 from __future__ import annotations
 
 import argparse
-import json
 import resource
-import selectors
 import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import psutil  # type: ignore[import-untyped]
+from farmproc import exit_on_sigterm, start_farm, stop_farm
 from pypsrp.powershell import PowerShell, RunspacePool
 from pypsrp.wsman import WSMan
 
@@ -39,77 +35,6 @@ from orchestrator.sim.events import read_events
 
 # A loopback block no other bench, test or demo farm uses, so runs never share listeners.
 BASE_ADDRESS = "127.0.7.1"
-READY_TIMEOUT = 120.0
-STOP_TIMEOUT = 30.0
-
-
-@dataclass
-class FarmProcess:
-    proc: subprocess.Popen[str]
-    describe: dict[str, Any]
-    startup_seconds: float
-
-
-def start_farm(nodes: int, base_address: str, workdir: Path) -> FarmProcess:
-    """Spawn the farm and wait for `ready`; the workdir keeps its event log after it exits."""
-    describe = workdir / "farm.json"
-    command = [
-        sys.executable,
-        "-m",
-        "orchestrator.sim.farm",
-        "--nodes",
-        str(nodes),
-        "--base-address",
-        base_address,
-        "--describe",
-        str(describe),
-        "--workdir",
-        str(workdir / "farm"),
-    ]
-    started = time.perf_counter()
-    stderr = (workdir / "farm.log").open("w", encoding="utf-8")
-    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=stderr, text=True)
-    stderr.close()
-    try:
-        _wait_ready(proc, workdir / "farm.log")
-    except BaseException:
-        stop_farm(proc)
-        raise
-    return FarmProcess(proc, json.loads(describe.read_text()), time.perf_counter() - started)
-
-
-def _wait_ready(proc: subprocess.Popen[str], log: Path) -> None:
-    assert proc.stdout is not None
-    deadline = time.monotonic() + READY_TIMEOUT
-    with selectors.DefaultSelector() as sel:
-        sel.register(proc.stdout, selectors.EVENT_READ)
-        while (left := deadline - time.monotonic()) > 0:
-            if not sel.select(left):
-                continue
-            line = proc.stdout.readline()
-            if line.strip() == "ready":
-                return
-            if not line:
-                raise RuntimeError(f"the farm exited before it was ready:\n{log.read_text()}")
-    raise RuntimeError(f"the farm was not ready within {READY_TIMEOUT:g}s")
-
-
-def stop_farm(proc: subprocess.Popen[str]) -> None:
-    """SIGTERM (a clean shutdown flushes the event log), SIGKILL if it does not go."""
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(STOP_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-    if proc.stdout is not None:
-        proc.stdout.close()
-
-
-def _cpu_seconds(proc: subprocess.Popen[str]) -> float:
-    times = psutil.Process(proc.pid).cpu_times()
-    return float(times.user + times.system)
 
 
 def _client_cpu() -> float:
@@ -170,13 +95,8 @@ def winrm_requests(events_path: Path) -> tuple[Counter[str], Counter[str]]:
     return per_node, per_action
 
 
-def _exit_on_sigterm(signum: int, _frame: object) -> None:
-    # Unwinding (not dying) is what lets the `finally` stop the farm this script started.
-    raise SystemExit(128 + signum)
-
-
 def main(argv: list[str] | None = None) -> int:
-    signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    signal.signal(signal.SIGTERM, exit_on_sigterm)
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     parser.add_argument("--nodes", type=int, default=200)
     parser.add_argument("--concurrency", type=int, default=32)
@@ -186,11 +106,11 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--nodes and --concurrency must be at least 1")
 
     with tempfile.TemporaryDirectory(prefix="bench-fanout-") as tmp:
-        farm = start_farm(args.nodes, args.base_address, Path(tmp))
+        farm = start_farm(["--nodes", str(args.nodes), "--base-address", args.base_address], Path(tmp))
         try:
-            farm_cpu0 = _cpu_seconds(farm.proc)
+            farm_cpu0 = farm.cpu_seconds()
             wall, client_cpu, failures = fan_out(farm.describe, args.concurrency)
-            farm_cpu = _cpu_seconds(farm.proc) - farm_cpu0
+            farm_cpu = farm.cpu_seconds() - farm_cpu0
         finally:
             stop_farm(farm.proc)
         per_node, per_action = winrm_requests(Path(farm.describe["events"]))

@@ -40,10 +40,7 @@ import argparse
 import asyncio
 import contextlib
 import heapq
-import json
-import selectors
 import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -53,8 +50,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import psutil  # type: ignore[import-untyped]
 import yaml
+from farmproc import exit_on_sigterm, start_farm, stop_farm
 
 from orchestrator.inventory import load_inventory
 from orchestrator.log import configure_logging
@@ -67,73 +64,8 @@ from orchestrator.sim.events import read_events as read_farm_events
 # A loopback block of its own, so the bench never shares listeners with tests or the demo.
 BASE_BLOCK = "127.0.8"
 SITE_PORT = 8080
-READY_TIMEOUT = 120.0
-STOP_TIMEOUT = 30.0
 INSTANT = {"low": 0.0, "high": 0.001}
 SPREAD = {"low": 0.2, "high": 2.0}
-
-
-# --- the farm -----------------------------------------------------------------------------------
-
-
-@dataclass
-class FarmProcess:
-    proc: subprocess.Popen[str]
-    describe: dict[str, Any]
-
-
-def start_farm(inventory: Path, workdir: Path) -> FarmProcess:
-    """Spawn the farm for `inventory`, wait for `ready`; the workdir keeps its event log afterwards."""
-    describe = workdir / "farm.json"
-    log = workdir / "farm.log"
-    command = [
-        sys.executable,
-        "-m",
-        "orchestrator.sim.farm",
-        "--inventory",
-        str(inventory),
-        "--describe",
-        str(describe),
-        "--workdir",
-        str(workdir / "farm"),
-    ]
-    with log.open("w", encoding="utf-8") as stderr:
-        proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=stderr, text=True)
-    try:
-        _wait_ready(proc, log)
-        return FarmProcess(proc, json.loads(describe.read_text()))
-    except BaseException:
-        stop_farm(proc)
-        raise
-
-
-def _wait_ready(proc: subprocess.Popen[str], log: Path) -> None:
-    assert proc.stdout is not None
-    deadline = time.monotonic() + READY_TIMEOUT
-    with selectors.DefaultSelector() as sel:
-        sel.register(proc.stdout, selectors.EVENT_READ)
-        while (left := deadline - time.monotonic()) > 0:
-            if not sel.select(left):
-                continue
-            line = proc.stdout.readline()
-            if line.strip() == "ready":
-                return
-            if not line:
-                raise RuntimeError(f"the farm exited before it was ready:\n{log.read_text()}")
-    raise RuntimeError(f"the farm was not ready within {READY_TIMEOUT:g}s")
-
-
-def stop_farm(proc: subprocess.Popen[str]) -> None:
-    """SIGTERM (a clean shutdown flushes the event log), SIGKILL if it does not go."""
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(STOP_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-    if proc.stdout is not None:
-        proc.stdout.close()
 
 
 # --- one run ------------------------------------------------------------------------------------
@@ -197,24 +129,19 @@ def run_rollout(
     inventory = workdir / "inventory.yaml"
     write_inventory(inventory, nodes, rollout, timing, seed)
     run_events = workdir / "run-events.jsonl" if with_events else None
-    farm = start_farm(inventory, workdir)
+    farm = start_farm(["--inventory", str(inventory)], workdir)
     try:
         inv = load_inventory(inventory)
         with contextlib.ExitStack() as stack:
             stream = stack.enter_context(EventStream(run_events)) if run_events else None
-            farm_cpu0 = _cpu_seconds(farm.proc)
+            farm_cpu0 = farm.cpu_seconds()
             cpu0, wall0 = time.process_time(), time.perf_counter()
             result = asyncio.run(Rollout(inv, RunOptions(recorder_events=stream)).run())
             wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
-            farm_cpu = _cpu_seconds(farm.proc) - farm_cpu0
+            farm_cpu = farm.cpu_seconds() - farm_cpu0
     finally:
         stop_farm(farm.proc)
     return Run(result, wall, cpu, farm_cpu, read_farm_events(farm.describe["events"]), run_events)
-
-
-def _cpu_seconds(proc: subprocess.Popen[str]) -> float:
-    times = psutil.Process(proc.pid).cpu_times()
-    return float(times.user + times.system)
 
 
 def _outcome(run: Run) -> str:
@@ -359,13 +286,8 @@ def _versus(makespan: float, ideal: float, name: str = "ideal") -> str:
     return f"makespan/{name} {makespan / ideal:.3f} (+{1000 * (makespan - ideal):.0f} ms)"
 
 
-def _exit_on_sigterm(signum: int, _frame: object) -> None:
-    # Unwinding (not dying) is what lets the `finally` stop the farm this script started.
-    raise SystemExit(128 + signum)
-
-
 def main(argv: list[str] | None = None) -> int:
-    signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    signal.signal(signal.SIGTERM, exit_on_sigterm)
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     parser.add_argument("--nodes", type=int, default=200, help="nodes in the cost run (0 skips it)")
     parser.add_argument("--spread-nodes", type=int, default=40, help="nodes in each scheduling run (0 skips)")
