@@ -6,7 +6,7 @@ import asyncio
 import json
 import sys
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
@@ -14,6 +14,11 @@ from rich.table import Table
 
 from orchestrator import __version__
 from orchestrator.results import ExitCode
+
+if TYPE_CHECKING:
+    from orchestrator.journal import NodeState
+    from orchestrator.results import RunResult
+    from orchestrator.resume import ResumeState
 
 app = typer.Typer(
     add_completion=False,
@@ -124,17 +129,19 @@ def resume(
 ) -> None:
     """Finish an interrupted or partly failed run: nodes it finished are skipped, the others pick up
     at the phase that did not complete (each phase looks before it acts). Same limits as `run`."""
-    _roll(inventory, run_id or "latest", report, events, junit, html, log_level)
+    _roll(inventory, run_id, report, events, junit, html, log_level, resuming=True)
 
 
 def _roll(
     inventory: Path,
-    resume_run: str | None,
+    run_id: str | None,
     report: Path | None,
     events: Path | None,
     junit: Path | None,
     html: Path | None,
     log_level: str,
+    *,
+    resuming: bool = False,
 ) -> NoReturn:
     from orchestrator.log import configure_logging
     from orchestrator.report import print_summary, write_html, write_json_report, write_junit
@@ -145,7 +152,7 @@ def _roll(
 
     configure_logging(log_level)
     inv = _load(inventory)
-    state = _resume_state(inv, resume_run) if resume_run else None
+    state = _resume_state(inv, run_id) if resuming else None
     stream = EventStream(events) if events else None
     progress = LiveProgress([n.name for n in inv.nodes], out, enabled=sys.stdout.isatty())
     try:
@@ -178,45 +185,53 @@ def _roll(
     raise typer.Exit(int(code))
 
 
-def _resume_state(inv: Any, run_id: str) -> Any:
+def _recorded(inv: Any, run_id: str | None) -> tuple[RunResult, list[NodeState]] | None:
+    """A run of this inventory from its journal (the latest by default); None when none is recorded.
+    An unknown run id, or one of another inventory, is an input error."""
     from orchestrator.journal import Journal, JournalError
-    from orchestrator.resume import NotThisInventory, load_resume_state
 
     if not inv.journal.exists():
-        _fail(f"nothing to resume: no run recorded (journal {inv.journal})", ExitCode.INVALID_INPUT)
+        return None
     with Journal(inv.journal) as journal:
-        if run_id == "latest":
+        if run_id is None:
             last = journal.latest_run(inv.path)
             if last is None:
-                _fail("nothing to resume: no run recorded for this inventory", ExitCode.INVALID_INPUT)
+                return None
             run_id = last.run_id
         try:
-            state = load_resume_state(journal, run_id, inv.path)
-        except (JournalError, NotThisInventory) as exc:
+            result, states = journal.run_result(run_id), journal.node_states(run_id)
+        except JournalError as exc:
             _fail(str(exc), ExitCode.INVALID_INPUT)
+    if Path(result.inventory_path).resolve() != inv.path.resolve():
+        _fail(f"run {run_id} belongs to {result.inventory_path}, not {inv.path}", ExitCode.INVALID_INPUT)
+    return result, states
+
+
+def _resume_state(inv: Any, run_id: str | None) -> ResumeState:
+    from orchestrator.resume import resume_state
+
+    recorded = _recorded(inv, run_id)
+    if recorded is None:
+        _fail(f"nothing to resume: no run recorded (journal {inv.journal})", ExitCode.INVALID_INPUT)
+    state = resume_state(*recorded)
     if not state.pending:
-        out.print(f"nothing to resume: every node of run {run_id} is done")
+        out.print(f"nothing to resume: every node of run {state.run_id} is done")
         raise typer.Exit(int(ExitCode.SUCCEEDED))
-    out.print(f"resuming run {run_id}: {', '.join(f'{n} at {state.start_at[n]}' for n in state.pending)}")
+    steps = ", ".join(f"{n} at {state.start_at[n]}" for n in state.pending)
+    out.print(f"resuming run {state.run_id}: {steps}")
     return state
 
 
 @app.command()
 def status(inventory: InventoryArg) -> None:
     """What the last run of this inventory did, and which nodes are out of rotation and why."""
-    from orchestrator.journal import Journal
     from orchestrator.report import print_summary
 
-    inv = _load(inventory)
-    if not inv.journal.exists():
-        out.print(f"no run recorded for {inventory} (journal {inv.journal})")
+    recorded = _recorded(_load(inventory), None)
+    if recorded is None:
+        out.print(f"no run recorded for {inventory}")
         return
-    with Journal(inv.journal) as journal:
-        last = journal.latest_run(inv.path)
-        if last is None:
-            out.print(f"no run recorded for {inventory}")
-            return
-        print_summary(journal.run_result(last.run_id), out)
+    print_summary(recorded[0], out)
 
 
 @app.command()
@@ -226,26 +241,16 @@ def report(
     fmt: Annotated[str, typer.Option("--format", help="json, junit or html.")] = "json",
 ) -> None:
     """Rebuild a run's report from the journal (works after a crash) and print it."""
-    from orchestrator.journal import Journal, JournalError
     from orchestrator.report import html_timeline, junit_xml, report_json
 
     inv = _load(inventory)
     renderers = {"json": report_json, "junit": junit_xml, "html": html_timeline}
     if fmt not in renderers:
         _fail(f"--format must be one of {', '.join(renderers)}", ExitCode.INVALID_INPUT)
-    if not inv.journal.exists():
+    recorded = _recorded(inv, run_id)
+    if recorded is None:
         _fail(f"no run recorded for {inventory} (journal {inv.journal})", ExitCode.INVALID_INPUT)
-    with Journal(inv.journal) as journal:
-        rid = run_id or (last.run_id if (last := journal.latest_run(inv.path)) else None)
-        if rid is None:
-            _fail(f"no run recorded for {inventory}", ExitCode.INVALID_INPUT)
-        try:
-            result = journal.run_result(rid)
-        except JournalError as exc:
-            _fail(str(exc), ExitCode.INVALID_INPUT)
-        if Path(result.inventory_path).resolve() != inv.path.resolve():
-            _fail(f"run {rid} belongs to {result.inventory_path}, not {inventory}", ExitCode.INVALID_INPUT)
-        sys.stdout.write(renderers[fmt](result))
+    sys.stdout.write(renderers[fmt](recorded[0]))
 
 
 @app.command()

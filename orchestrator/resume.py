@@ -1,4 +1,4 @@
-"""Where a resumed run picks each node up. The decision is pure; reading the journal is the edge.
+"""Where a resumed run picks each node up. Pure: the caller reads the journal.
 
 A resumed run is a new run over the whole inventory, so the capacity floor still counts every node:
 nodes that the earlier run finished are skipped, the others re-enter at the phase that did not
@@ -8,10 +8,9 @@ complete. Every phase observes before it acts, so re-entering a phase that was c
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 
-from orchestrator.journal import Journal
-from orchestrator.results import PHASES, NodeOutcome, Phase, PhaseStatus
+from orchestrator.journal import NodeState
+from orchestrator.results import PHASES, NodeOutcome, Phase, PhaseStatus, RunResult
 
 
 @dataclass(frozen=True)
@@ -43,18 +42,8 @@ def resume_point(
     return last_phase
 
 
-class NotThisInventory(Exception):
-    pass
-
-
-def load_resume_state(journal: Journal, run_id: str, inventory: Path) -> ResumeState:
-    previous = journal.run_result(run_id)
-    if Path(previous.inventory_path).resolve() != inventory.resolve():
-        raise NotThisInventory(f"run {run_id} belongs to {previous.inventory_path}, not {inventory}")
-    states = {s.name: s for s in journal.node_states(run_id)}
-    start_at = {
-        name: resume_point(state.outcome, state.last_phase, state.last_status)
-        for name, state in states.items()
-    }
+def resume_state(previous: RunResult, states: list[NodeState]) -> ResumeState:
+    """What a resume of `previous` does with each node, from its journalled states."""
+    start_at = {s.name: resume_point(s.outcome, s.last_phase, s.last_status) for s in states}
     before = {n.name: dict(n.services_before) for n in previous.nodes if n.services_before}
-    return ResumeState(run_id=run_id, start_at=start_at, services_before=before)
+    return ResumeState(run_id=previous.run_id, start_at=start_at, services_before=before)

@@ -149,12 +149,15 @@ class ServiceRestart:
         transport errors are expected and retried; what we observe before the process exits (even
         'all Running') says nothing, since its stop may not have happened yet."""
         pause = backoff(ctx)
+        connects = ctx.session.connects
         while True:
             running = await reconnect(
                 ctx, lambda: cmdlets.process_running(ctx.session, pid, timeout=ctx.call_timeout)
             )
             if not running:
-                ctx.note(f"detached process {pid} finished")
+                again = ctx.session.connects - connects
+                dropped = f"; WinRM dropped and reconnected ({again}x)" if again else ""
+                ctx.note(f"detached process {pid} finished{dropped}")
                 return
             await asyncio.sleep(pause())
 

@@ -72,6 +72,7 @@ class Session:
         self._lock = asyncio.Lock()
         self._pool: Any = None
         self.calls = 0
+        self.connects = 0  # pools opened: more than one means the node dropped us at least once
 
     async def invoke(self, *pipeline: Cmd, timeout: float, retry: bool = True) -> Invocation:
         """Run one pipeline. Raises RemoteError (classified) on transport or auth failures.
@@ -162,6 +163,7 @@ class Session:
         try:
             if self._pool is None:
                 self._pool = self._open_blocking()
+                self.connects += 1
             ps = PowerShell(self._pool)
             for cmd in pipeline:
                 ps.add_cmdlet(cmd.name)

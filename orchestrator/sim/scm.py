@@ -381,8 +381,8 @@ class ServiceControlManager:
 
     # --- ServiceController (.NET) -----------------------------------------------------------------
 
-    async def controller_stop(self, name: str, source: str) -> None:
-        """ServiceController.Stop(): dependents first (each waited for up to 30 s), then the service."""
+    def _open_controller(self, name: str) -> Service:
+        """OpenService as ServiceController does it, with its message for a refusal."""
         svc = self.get(name)
         try:
             self.open_for_control(svc.name)
@@ -390,6 +390,11 @@ class ServiceControlManager:
             raise ServiceControllerError(
                 f"Cannot open '{svc.name}' service on computer '{MACHINE}'.", exc
             ) from exc
+        return svc
+
+    async def controller_stop(self, name: str, source: str) -> None:
+        """ServiceController.Stop(): dependents first (each waited for up to 30 s), then the service."""
+        svc = self._open_controller(name)
         for dep in self.dependents(svc.name):
             if dep.state != ServiceState.Stopped:
                 await self.controller_stop(dep.name, source)
@@ -404,13 +409,7 @@ class ServiceControlManager:
 
     async def controller_start(self, name: str, source: str) -> None:
         """ServiceController.Start()."""
-        svc = self.get(name)
-        try:
-            self.open_for_control(svc.name)
-        except Win32Error as exc:
-            raise ServiceControllerError(
-                f"Cannot open '{svc.name}' service on computer '{MACHINE}'.", exc
-            ) from exc
+        svc = self._open_controller(name)
         try:
             await self.start(svc.name, source)
         except Win32Error as exc:

@@ -6,6 +6,8 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import selectors
+import signal
 import subprocess
 import sys
 import time
@@ -161,3 +163,44 @@ def max_concurrent(intervals: dict[str, tuple[float, float]]) -> int:
         level += step
         peak = max(peak, level)
     return peak
+
+
+def wait_for_phase(events: Path, node: str, phase: str, deadline: float) -> None:
+    """Until the run's event stream shows `node` entering `phase`."""
+    while time.monotonic() < deadline:
+        if events.exists():
+            for line in events.read_text().splitlines():
+                e = json.loads(line)
+                if e.get("event") == "phase" and e["node"] == node and e["phase"] == phase:
+                    return
+        time.sleep(0.05)
+    raise AssertionError(f"{node} never reached {phase}")
+
+
+def wait_for_line(proc: subprocess.Popen[str], text: str, deadline: float) -> None:
+    """Until the process writes a stderr line containing `text`."""
+    assert proc.stderr is not None
+    sel = selectors.DefaultSelector()
+    sel.register(proc.stderr, selectors.EVENT_READ)
+    while time.monotonic() < deadline:
+        if sel.select(timeout=max(0.0, deadline - time.monotonic())):
+            line = proc.stderr.readline()
+            if not line:
+                break
+            if text in line:
+                return
+    raise AssertionError(f"the run never logged {text!r}")
+
+
+def interrupt_twice_during_stop(proc: subprocess.Popen[str], events: Path, node: str) -> None:
+    """Ctrl-C twice while `node` stops; returns once the run has exited."""
+    wait_for_phase(events, node, "stop", time.monotonic() + 30)
+    proc.send_signal(signal.SIGINT)
+    # Standard signals do not queue: a second SIGINT sent before the first is handled merges with it.
+    wait_for_line(proc, "stop requested", time.monotonic() + 30)
+    proc.send_signal(signal.SIGINT)
+    proc.communicate(timeout=60)
+
+
+# Services slow enough that a run can be caught in the middle of a node.
+SLOW = {"timings": {"default": {"stop": {"low": 0.8, "high": 0.8}, "start": {"low": 0.3, "high": 0.3}}}}

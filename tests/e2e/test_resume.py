@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 import json
-import signal
-import time
 from pathlib import Path
 from typing import Any
 
 from orchestrator.results import ExitCode
-from tests.e2e.harness import InventorySpec
-from tests.e2e.test_rollout_capacity import SLOW, _wait_for_line, _wait_for_phase
+from tests.e2e.harness import SLOW, InventorySpec, interrupt_twice_during_stop
 
 
 def test_resume_brings_back_a_node_an_operator_unstuck(farm: Any) -> None:
@@ -48,11 +45,7 @@ def test_resume_finishes_a_run_stopped_at_once(farm: Any, tmp_path: Path) -> Non
     f = farm(InventorySpec(nodes=2, sim=SLOW))
     events = tmp_path / "events.jsonl"
     proc = f.start_run("--events", str(events))
-    _wait_for_phase(events, "web-01", "stop", time.monotonic() + 30)
-    proc.send_signal(signal.SIGINT)
-    _wait_for_line(proc, "stop requested", time.monotonic() + 30)
-    proc.send_signal(signal.SIGINT)
-    proc.communicate(timeout=60)
+    interrupt_twice_during_stop(proc, events, "web-01")
     assert proc.returncode == ExitCode.ABORTED_SIGNAL
 
     resumed = f.run(command="resume")

@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import json
-import selectors
 import signal
-import subprocess
 import time
 from pathlib import Path
 from typing import Any
 
 from orchestrator.results import ExitCode
-from tests.e2e.harness import InventorySpec
+from tests.e2e.harness import SLOW, InventorySpec, interrupt_twice_during_stop, wait_for_phase
 
 
 def test_a_node_unhealthy_before_the_run_counts_against_the_floor(farm: Any) -> None:
@@ -50,39 +48,11 @@ def test_a_floor_that_cannot_be_met_ends_the_run_instead_of_waiting_forever(farm
     assert [run.node(n)["outcome"] for n in ("web-02", "web-03", "web-04")] == ["not_started"] * 3
 
 
-def _wait_for_phase(events: Path, node: str, phase: str, deadline: float) -> None:
-    while time.monotonic() < deadline:
-        if events.exists():
-            for line in events.read_text().splitlines():
-                e = json.loads(line)
-                if e.get("event") == "phase" and e["node"] == node and e["phase"] == phase:
-                    return
-        time.sleep(0.05)
-    raise AssertionError(f"{node} never reached {phase}")
-
-
-def _wait_for_line(proc: subprocess.Popen[str], text: str, deadline: float) -> None:
-    assert proc.stderr is not None
-    sel = selectors.DefaultSelector()
-    sel.register(proc.stderr, selectors.EVENT_READ)
-    while time.monotonic() < deadline:
-        if sel.select(timeout=max(0.0, deadline - time.monotonic())):
-            line = proc.stderr.readline()
-            if not line:
-                break
-            if text in line:
-                return
-    raise AssertionError(f"the run never logged {text!r}")
-
-
-SLOW = {"timings": {"default": {"stop": {"low": 0.8, "high": 0.8}, "start": {"low": 0.3, "high": 0.3}}}}
-
-
 def test_first_sigint_lets_the_node_in_flight_finish_and_starts_no_other(farm: Any, tmp_path: Path) -> None:
     f = farm(InventorySpec(nodes=3, sim=SLOW))
     events = tmp_path / "events.jsonl"
     proc = f.start_run("--events", str(events), "--report", str(tmp_path / "r.json"))
-    _wait_for_phase(events, "web-01", "stop", time.monotonic() + 30)
+    wait_for_phase(events, "web-01", "stop", time.monotonic() + 30)
     proc.send_signal(signal.SIGINT)
     proc.communicate(timeout=60)
     assert proc.returncode == ExitCode.ABORTED_SIGNAL
@@ -100,12 +70,7 @@ def test_second_sigint_stops_at_once_and_says_what_was_left(farm: Any, tmp_path:
     f = farm(InventorySpec(nodes=2, sim=SLOW))
     events = tmp_path / "events.jsonl"
     proc = f.start_run("--events", str(events), "--report", str(tmp_path / "r.json"))
-    _wait_for_phase(events, "web-01", "stop", time.monotonic() + 30)
-    proc.send_signal(signal.SIGINT)
-    # Standard signals do not queue: a second SIGINT sent before the first is handled merges with it.
-    _wait_for_line(proc, "stop requested", time.monotonic() + 30)
-    proc.send_signal(signal.SIGINT)
-    proc.communicate(timeout=60)
+    interrupt_twice_during_stop(proc, events, "web-01")
     assert proc.returncode == ExitCode.ABORTED_SIGNAL
     node = next(n for n in json.loads((tmp_path / "r.json").read_text())["nodes"] if n["name"] == "web-01")
     assert node["outcome"] == "interrupted"

@@ -44,7 +44,7 @@ def test_http_restart_survives_the_loss_of_winrm(farm: Any) -> None:
     for svc in ("HTTP", "WAS", "W3SVC", "WinRM"):
         assert node["services_after"][svc] == "Running", node["services_after"]
     start = next(p for p in node["phases"] if p["phase"] == "start")
-    assert "reachable again" in start["detail"]
+    assert "WinRM dropped and reconnected" in start["detail"]
 
 
 def test_action_that_would_stop_winrm_is_refused_unless_detached(farm: Any) -> None:
