@@ -34,6 +34,8 @@ from orchestrator.log import register_secret
 from orchestrator.plan import Plan, PlanError, make_plan
 from orchestrator.recording import RunRecorder
 from orchestrator.remote.session import Session
+from orchestrator.report.console import LiveProgress
+from orchestrator.report.events import EventStream
 from orchestrator.results import NodeResult, Phase, RunOutcome, RunResult, exit_code_for, utc_now
 from orchestrator.resume import ResumeState
 from orchestrator.schedule import Done, Scheduler, Start, Wait
@@ -60,8 +62,8 @@ class Locked(Exception):
 class RunOptions:
     preflight_concurrency: int = 32
     environ: Mapping[str, str] | None = None
-    recorder_events: object = None  # an EventStream, when the CLI asked for one
-    progress: object = None  # a LiveProgress, when on a terminal
+    recorder_events: EventStream | None = None  # when the operator asked for one
+    progress: LiveProgress | None = None  # on a terminal
 
 
 def static_plan(inv: Inventory) -> Plan:
@@ -170,8 +172,8 @@ class Rollout:
             recorder = RunRecorder(
                 self.run_id,
                 journal,
-                self.options.recorder_events,  # type: ignore[arg-type]
-                self.options.progress,  # type: ignore[arg-type]
+                self.options.recorder_events,
+                self.options.progress,
             )
             async with HealthChecker() as health:
                 flows = {

@@ -168,8 +168,9 @@ class Workflow:
     async def _verify(self) -> None:
         services = self.job.action.watched_services()
         states = await cmdlets.get_services(self.session, services, timeout=self.job.call_timeout)
+        expected = self._expected()
         not_running = sorted(
-            s.name for s in states.values() if s.status != "Running" and s.name in self._expected()
+            s.name for s in states.values() if s.status != "Running" and s.name.upper() in expected
         )
         if not_running:
             raise PhaseFailed(ErrorInfo(kind="health", message=f"not Running: {', '.join(not_running)}"))
@@ -195,10 +196,12 @@ class Workflow:
         self._rotation("in")
 
     def _expected(self) -> set[str]:
-        # Services the node had running before are expected to run after; an operator's stopped
-        # service is left alone (and not counted against health).
-        before = self.result.services_before
-        return {n for n in self.job.action.watched_services() if before.get(n, "Running") == "Running"}
+        """Upper-cased names of the services that must run: those that ran before (an operator's
+        stopped service is left alone and not counted against health). Windows names are
+        case-insensitive, and inventories do not always spell them as Get-Service does."""
+        before = {name.upper(): status for name, status in self.result.services_before.items()}
+        watched = (n.upper() for n in self.job.action.watched_services())
+        return {n for n in watched if before.get(n, "Running") == "Running"}
 
     # --- bookkeeping ----------------------------------------------------------------------------
 

@@ -59,8 +59,11 @@ class ServiceRestart:
 
     async def preflight(self, ctx: ActionContext) -> None:
         timeout = ctx.call_timeout
-        # Services missing on the node raise not_found here, before anything is touched.
-        await cmdlets.get_services(ctx.session, self.targets, timeout=timeout)
+        # Services missing on the node raise not_found here, before anything is touched. From here
+        # on names are spelled as Windows spells them (an inventory may say `w3svc`).
+        found = await cmdlets.get_services(ctx.session, self.targets, timeout=timeout)
+        self.targets = [found[t.upper()].name for t in self.targets]
+        self.start_roots = [found[r.upper()].name if r.upper() in found else r for r in self.start_roots]
         closure: dict[str, str] = {}
         todo = list(self.targets)
         while todo:

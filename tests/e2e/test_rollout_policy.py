@@ -74,3 +74,19 @@ def test_invalid_inventory_touches_no_node(farm: Any, tmp_path: Any, mutate: Any
     assert run.code == ExitCode.INVALID_INPUT
     assert str(bad) in run.stderr and expected in run.stderr
     assert [e for e in f.events() if e["kind"] in ("service_control", "winrm_request")] == []
+
+
+def test_services_action_restarts_dependents_whatever_the_spelling(farm: Any) -> None:
+    f = farm(InventorySpec(nodes=1, action={"type": "services", "services": ["w3svc"]}))
+    run = f.run()
+    assert run.code == ExitCode.SUCCEEDED, run.stdout + run.stderr
+    seen = [(e["service"], e["state"]) for e in f.node_events("web-01", "service_state")]
+    # W3LOGSVC depends on W3SVC: stopped first, and started again because it ran before.
+    assert [s for s, state in seen if state == "Stopped"] == ["W3LOGSVC", "W3SVC"]
+    assert [s for s, state in seen if state == "Running"] == ["W3SVC", "W3LOGSVC"]
+    assert run.node("web-01")["services_after"] == {
+        "W3SVC": "Running",
+        "W3LOGSVC": "Running",
+        "WAS": "Running",
+        "HTTP": "Running",
+    }
