@@ -343,19 +343,28 @@ class Rollout:
         flows: dict[str, Workflow],
         health: HealthChecker,
     ) -> None:
-        """Nothing in flight and held back (floor, pause, bake): probe the nodes that were unhealthy
-        before the run, so a node fixed meanwhile frees the floor, then wait a little."""
+        """Nothing in flight and held back (floor, pause, canary bake). Probe the nodes that were
+        unhealthy before the run, so a node fixed meanwhile frees the floor; and during a bake the
+        canary, whose health must hold or the rollout stops. Then wait a little."""
         log.info("waiting", reason=wait.reason)
-        recheck = [n for n in sorted(outside) if n in sched.not_started]
+        canary = sched.canary_baking
+        recheck = [n for n in sorted(outside) if n in sched.not_started] + list(canary)
         probes = await bounded_map(
             lambda n: health.probe(flows[n].job.health), recheck, limit=self.options.preflight_concurrency
         )
         for name, probe in zip(recheck, probes, strict=True):
-            if probe.ok:
+            if name in canary and not probe.ok:
+                log.error(
+                    "canary unhealthy during the bake: stopping the rollout", node=name, detail=probe.detail
+                )
+                sched.health_changed(name, False)
+                flows[name].bake_failed(probe.detail)
+            elif name not in canary and probe.ok:
                 log.info("node healthy again", node=name)
                 outside.discard(name)
                 sched.health_changed(name, True)
-        pause = _RECHECK_SECONDS if wait.until is None else min(_RECHECK_SECONDS, max(0.0, wait.until - now))
+        cadence = min([_RECHECK_SECONDS, *(flows[n].job.health.interval for n in canary)])
+        pause = cadence if wait.until is None else min(cadence, max(0.0, wait.until - now))
         await self._wait(Wait(time.monotonic() + pause, wait.reason), time.monotonic())
 
     async def _wait(self, wait: Wait, now: float) -> None:

@@ -148,6 +148,18 @@ class Workflow:
             await self._finish()
         return self.result
 
+    def bake_failed(self, detail: str) -> None:
+        """A canary whose health did not hold during the bake: not done after all."""
+        self.result.outcome = "failed"
+        self.result.left_out_reason = f"health did not hold during the canary bake: {detail}"
+        self.recorder.node_state(
+            self.job.name,
+            rotation=self.result.rotation,
+            services=self.result.services_after,
+            outcome="failed",
+            reason=self.result.left_out_reason,
+        )
+
     # --- phases ---------------------------------------------------------------------------------
 
     async def _preflight(self) -> None:

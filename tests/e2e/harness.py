@@ -177,6 +177,18 @@ def wait_for_phase(events: Path, node: str, phase: str, deadline: float) -> None
     raise AssertionError(f"{node} never reached {phase}")
 
 
+def wait_for_event(events: Path, event: str, node: str, deadline: float) -> None:
+    """Until the run's event stream has an `event` line about `node`."""
+    while time.monotonic() < deadline:
+        if events.exists():
+            for line in events.read_text().splitlines():
+                e = json.loads(line)
+                if e.get("event") == event and e.get("node") == node:
+                    return
+        time.sleep(0.05)
+    raise AssertionError(f"no {event} for {node}")
+
+
 def wait_for_line(proc: subprocess.Popen[str], text: str, deadline: float) -> None:
     """Until the process writes a stderr line containing `text`."""
     assert proc.stderr is not None

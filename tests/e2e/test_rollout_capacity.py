@@ -9,7 +9,13 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator.results import ExitCode
-from tests.e2e.harness import SLOW, InventorySpec, interrupt_twice_during_stop, wait_for_phase
+from tests.e2e.harness import (
+    SLOW,
+    InventorySpec,
+    interrupt_twice_during_stop,
+    wait_for_event,
+    wait_for_phase,
+)
 
 
 def test_a_node_unhealthy_before_the_run_counts_against_the_floor(farm: Any) -> None:
@@ -78,3 +84,32 @@ def test_second_sigint_stops_at_once_and_says_what_was_left(farm: Any, tmp_path:
     assert node["phases"][-1]["outcome"] == "cancelled"
     status = f.run_status()
     assert "web-01" in status and "interrupted" in status
+
+
+def test_a_canary_whose_health_does_not_hold_during_the_bake_stops_the_rollout(
+    farm: Any, tmp_path: Path
+) -> None:
+    f = farm(
+        InventorySpec(
+            nodes=3,
+            rollout={
+                "strategy": "batch",
+                "batch": [1, 2],
+                "canary": {"bake_seconds": 30},
+                "failure_budget": {"max_failures": 1},
+            },
+        )
+    )
+    events = tmp_path / "events.jsonl"
+    proc = f.start_run("--events", str(events), "--report", str(tmp_path / "r.json"))
+    wait_for_event(events, "node_finished", "web-01", time.monotonic() + 60)
+    # The canary is back and baking; then its site breaks.
+    f.client("web-01").execute_ps("Stop-Service -Name W3SVC -Force")
+    proc.communicate(timeout=60)  # well before the 30 s bake would have ended
+    assert proc.returncode == ExitCode.ABORTED_BUDGET
+    report = json.loads((tmp_path / "r.json").read_text())
+    nodes = {n["name"]: n for n in report["nodes"]}
+    assert nodes["web-01"]["outcome"] == "failed"
+    assert "canary bake" in nodes["web-01"]["left_out_reason"]
+    assert nodes["web-02"]["outcome"] == "not_started" and nodes["web-03"]["outcome"] == "not_started"
+    assert f.node_events("web-02", "service_control") == []
