@@ -26,8 +26,8 @@ test: lint
 # stop the farm (by its PID) whatever the outcome, and exit with the run's exit code.
 demo: venv
 	@mkdir -p $(RUN)
-	@rm -f $(RUN)/events.jsonl
-	@$(PY) -m orchestrator sim --inventory inventories/demo.yaml --describe $(RUN)/farm.json \
+	@rm -rf $(RUN)/farm
+	@$(PY) -m orchestrator sim --inventory inventories/demo.yaml --describe $(RUN)/farm.json --workdir $(RUN)/farm \
 		> $(RUN)/sim.out 2> $(RUN)/sim.log & echo $$! > $(RUN)/sim.pid; \
 	for i in $$(seq 1 300); do grep -qx ready $(RUN)/sim.out 2>/dev/null && break; \
 		kill -0 $$(cat $(RUN)/sim.pid) 2>/dev/null || break; sleep 0.1; done; \

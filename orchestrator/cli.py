@@ -277,13 +277,16 @@ def sim(
     ] = None,
     workers: Annotated[int, typer.Option(help="Spread the nodes over this many processes.")] = 1,
     base_address: Annotated[str | None, typer.Option(help="First loopback address (with --nodes).")] = None,
+    workdir: Annotated[
+        Path | None, typer.Option(help="Keep the farm's CA and event log here (default: a temporary folder).")
+    ] = None,
 ) -> None:
     """Run the simulated Windows farm until SIGINT/SIGTERM; prints `ready` once every listener accepts."""
     from orchestrator.sim.farm import run_sim
 
     if (inventory is None) == (nodes is None):
         _fail("give exactly one of --inventory or --nodes", ExitCode.INVALID_INPUT)
-    raise typer.Exit(run_sim(inventory, nodes, describe, workers, base_address))
+    raise typer.Exit(run_sim(inventory, nodes, describe, workers, base_address, workdir))
 
 
 @app.command()

@@ -9,6 +9,7 @@ Nothing secret is stored: every text and mapping written goes through `log.redac
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
@@ -224,6 +225,10 @@ class Journal:
         # Node names, hosts and error texts are nobody else's business; SQLite gives its -wal and -shm
         # files the database file's mode, so creating it 0600 covers all three.
         os.close(os.open(self.path, os.O_CREAT | os.O_WRONLY, 0o600))
+        if self.path.stat().st_mode & 0o077:
+            # A journal created by an older version, or by hand: tighten it if we may.
+            with contextlib.suppress(OSError):
+                self.path.chmod(0o600)
         self._lock = threading.Lock()
         # Autocommit mode: transactions are explicit, so nothing is left pending between calls.
         self._conn = sqlite3.connect(self.path, timeout=30.0, isolation_level=None, check_same_thread=False)
@@ -639,9 +644,12 @@ def _node_result(state: sqlite3.Row, events: list[sqlite3.Row]) -> NodeResult:
         tally = tallies.setdefault(event["phase"], _PhaseTally(phase=event["phase"], started_at=at))
         error = ErrorInfo.model_validate_json(event["error_json"]) if event["error_json"] else None
         tally.add(event["status"], at, event["detail"], error)
-    outcome: NodeOutcome = state["outcome"] or ("interrupted" if events else "not_started")
-    started_at = _parse_time(events[0]["at"]) if events else None
-    ended_at = _parse_time(events[-1]["at"]) if events and state["outcome"] else None
+    # Preflight only reads: a node is started (and can be interrupted) from its first later phase,
+    # as in the live result.
+    touched = [event for event in events if event["phase"] != "preflight"]
+    outcome: NodeOutcome = state["outcome"] or ("interrupted" if touched else "not_started")
+    started_at = _parse_time(touched[0]["at"]) if touched else None
+    ended_at = _parse_time(events[-1]["at"]) if touched and state["outcome"] else None
     return NodeResult(
         name=state["node"],
         host=state["host"],

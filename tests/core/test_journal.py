@@ -90,6 +90,19 @@ def test_every_write_is_visible_to_another_connection_before_the_call_returns(
     reader.close()
 
 
+def test_a_node_with_only_preflight_events_was_never_started(tmp_path: Path) -> None:
+    db, inventory = tmp_path / "j.sqlite", tmp_path / "farm.yaml"
+    inventory.write_text("x")
+    journal = Journal(db)
+    begin(journal, inventory)
+    journal.record_phase("r1", "web01", "preflight", "started", at(0))
+    journal.record_phase("r1", "web01", "preflight", "ok", at(1))
+    journal.close()
+    node = Journal(db).run_result("r1").nodes[0]
+    assert (node.outcome, node.started_at) == ("not_started", None)
+    assert [p.phase for p in node.phases] == ["preflight"]
+
+
 def test_run_result_is_rebuilt_from_the_journal(journal: Journal, db: Path, inventory: Path) -> None:
     begin(journal, inventory)
     error = ErrorInfo(kind="cannot_accept_control", message="1061", code=1061, target="W3SVC")
@@ -127,7 +140,8 @@ def test_run_result_is_rebuilt_from_the_journal(journal: Journal, db: Path, inve
     assert result.tool_version == orchestrator.__version__
     web01, web02, web03 = result.nodes
     assert (web01.outcome, web01.rotation, web01.left_out_reason) == ("failed", "out", "stop failed; drained")
-    assert (web01.started_at, web01.ended_at) == (at(0), at(20))
+    # Started with its first phase after preflight (which only reads), as the live result says.
+    assert (web01.started_at, web01.ended_at) == (at(1), at(20))
     assert web01.services_before == {"W3SVC": "Running"}
     assert web01.services_after == {"W3SVC": "StopPending"}
     assert [(p.phase, p.outcome, p.attempts) for p in web01.phases] == [
