@@ -40,7 +40,6 @@ from orchestrator.results import NodeResult, Phase, RunOutcome, RunResult, exit_
 from orchestrator.resume import ResumeState
 from orchestrator.schedule import Done, Scheduler, Start, Wait
 from orchestrator.workflow import Workflow
-from orchestrator.yamlsource import SourceError
 
 log = structlog.get_logger("orchestrator.run")
 
@@ -401,4 +400,4 @@ def _monotonic_deadline(finish_by: datetime | None) -> float | None:
     return time.monotonic() + (finish_by - utc_now()).total_seconds()
 
 
-__all__ = ["InvalidInput", "Locked", "Rollout", "RunOptions", "SourceError", "static_plan"]
+__all__ = ["InvalidInput", "Locked", "Rollout", "RunOptions", "load_balancer", "static_plan"]

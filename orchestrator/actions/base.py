@@ -135,10 +135,9 @@ async def reconnect(ctx: ActionContext, probe: Callable[[], Awaitable[T]]) -> T:
         try:
             result = await probe()
         except RemoteError as err:
+            # The session has already dropped its dead pool: the next call logs on again.
             if err.kind != "transport":
                 raise
-            # The pool died with WinRM; the next call must log on again.
-            await ctx.session.reset()
         else:
             if attempts > 1:
                 ctx.note(f"WinRM reachable again after {attempts} attempts")

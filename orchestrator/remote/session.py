@@ -112,11 +112,6 @@ class Session:
                     ) from None
                 raise
 
-    async def reset(self) -> None:
-        """Forget the pool without closing it: the node dropped it (WinRM restarted)."""
-        async with self._lock:
-            self._pool = None
-
     async def close(self) -> None:
         async with self._lock:
             pool, self._pool = self._pool, None
