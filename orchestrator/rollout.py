@@ -17,7 +17,6 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
 
 import structlog
 
@@ -39,12 +38,13 @@ from orchestrator.report.events import EventStream
 from orchestrator.results import NodeResult, Phase, RunOutcome, RunResult, exit_code_for, utc_now
 from orchestrator.resume import ResumeState
 from orchestrator.schedule import Done, Scheduler, Start, Wait
+from orchestrator.watch import HealthWatch
 from orchestrator.workflow import Workflow
 
 log = structlog.get_logger("orchestrator.run")
 
-# How often a run held back by the capacity floor looks at the unhealthy nodes again.
-_RECHECK_SECONDS = 2.0
+# How often the nodes the run is not touching are probed (a balancer's health check would be ~1 s).
+_WATCH_SECONDS = 2.0
 
 
 class InvalidInput(Exception):
@@ -108,6 +108,7 @@ class Rollout:
         self.lb: LoadBalancer = lb or load_balancer(inv)
         self.run_id = utc_now().strftime("%Y%m%dT%H%M%SZ-") + uuid.uuid4().hex[:8]
         self._stop = asyncio.Event()
+        self._wake = asyncio.Event()  # a node's health changed: the scheduler may decide otherwise now
         self._stops = 0
         self._tasks: dict[asyncio.Task[NodeResult], str] = {}
 
@@ -286,7 +287,16 @@ class Rollout:
             stall_limit=max(plan.deadlines.values(), default=0.0),
             now=time.monotonic(),
         )
-        outside = set(plan.unhealthy)  # unhealthy before the run, not by our doing
+        watch = HealthWatch(
+            sched,
+            flows,
+            health,
+            unhealthy=plan.unhealthy,
+            interval=_WATCH_SECONDS,
+            limit=self.options.preflight_concurrency,
+            on_change=self._wake.set,
+        )
+        watcher = asyncio.create_task(watch.run(), name="health-watch")
         stop_seen = False
         try:
             while True:
@@ -314,73 +324,42 @@ class Rollout:
                         self._tasks[task] = d.name
                     continue
                 assert isinstance(first, Wait)
-                if self._tasks:
-                    await self._wait(first, now)
-                else:
-                    await self._recheck(first, now, outside, sched, flows, health)
+                await self._wait(first, now)
                 for task in [t for t in self._tasks if t.done()]:
                     name = self._tasks.pop(task)
-                    sched.node_finished(name, time.monotonic(), _succeeded(task, name))
+                    ok = _succeeded(task, name)
+                    sched.node_finished(name, time.monotonic(), ok)
+                    watch.finished(name, ok)
                 if self._stops >= 2 and not self._tasks:
                     return "aborted_signal"
         finally:
+            watcher.cancel()
             for task in self._tasks:
                 task.cancel()
-            await asyncio.gather(*self._tasks, return_exceptions=True)
+            await asyncio.gather(watcher, *self._tasks, return_exceptions=True)
 
     def _start_at(self, name: str) -> Phase | None:
         if self.resume is None:
             return "drain"
         return self.resume.start_at.get(name, "drain")
 
-    async def _recheck(
-        self,
-        wait: Wait,
-        now: float,
-        outside: set[str],
-        sched: Scheduler,
-        flows: dict[str, Workflow],
-        health: HealthChecker,
-    ) -> None:
-        """Nothing in flight and held back (floor, pause, canary bake). Probe the nodes that were
-        unhealthy before the run, so a node fixed meanwhile frees the floor; and during a bake the
-        canary, whose health must hold or the rollout stops. Then wait a little."""
-        log.info("waiting", reason=wait.reason)
-        canary = sched.canary_baking
-        recheck = [n for n in sorted(outside) if n in sched.not_started] + list(canary)
-        probes = await bounded_map(
-            lambda n: health.probe(flows[n].job.health), recheck, limit=self.options.preflight_concurrency
-        )
-        for name, probe in zip(recheck, probes, strict=True):
-            if name in canary and not probe.ok:
-                log.error(
-                    "canary unhealthy during the bake: stopping the rollout", node=name, detail=probe.detail
-                )
-                sched.health_changed(name, False)
-                flows[name].bake_failed(probe.detail)
-            elif name not in canary and probe.ok:
-                log.info("node healthy again", node=name)
-                outside.discard(name)
-                sched.health_changed(name, True)
-        cadence = min([_RECHECK_SECONDS, *(flows[n].job.health.interval for n in canary)])
-        pause = cadence if wait.until is None else min(cadence, max(0.0, wait.until - now))
-        await self._wait(Wait(time.monotonic() + pause, wait.reason), time.monotonic())
-
     async def _wait(self, wait: Wait, now: float) -> None:
+        """Until a node finishes, a stop is requested, a node's health changes, or `wait.until`."""
         log.debug("waiting", reason=wait.reason)
         timeout = None if wait.until is None else max(0.0, wait.until - now)
-        stop = asyncio.create_task(self._stop.wait()) if not self._stop.is_set() else None
-        pending: set[asyncio.Future[Any]] = set(self._tasks)
-        if stop is not None:
-            pending.add(stop)
-        if not pending:
-            await asyncio.sleep(timeout or 0.0)
+        if self._wake.is_set():
+            # A health change arrived while the scheduler was deciding: decide again first.
+            self._wake.clear()
             return
+        events = [asyncio.create_task(self._wake.wait())]
+        if not self._stop.is_set():
+            events.append(asyncio.create_task(self._stop.wait()))
         try:
-            await asyncio.wait(pending, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait({*self._tasks, *events}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
         finally:
-            if stop is not None:
-                stop.cancel()
+            for event in events:
+                event.cancel()
+        self._wake.clear()
 
 
 def _succeeded(task: asyncio.Task[NodeResult], name: str) -> bool:

@@ -113,3 +113,30 @@ def test_a_canary_whose_health_does_not_hold_during_the_bake_stops_the_rollout(
     assert "canary bake" in nodes["web-01"]["left_out_reason"]
     assert nodes["web-02"]["outcome"] == "not_started" and nodes["web-03"]["outcome"] == "not_started"
     assert f.node_events("web-02", "service_control") == []
+
+
+def test_a_node_that_breaks_during_the_run_counts_against_the_floor_at_once(
+    farm: Any, tmp_path: Path
+) -> None:
+    # Slow stops, so web-01 is still restarting when web-03 breaks and the watch sees it.
+    slower = {"timings": {"default": {"stop": {"low": 2.0, "high": 2.0}, "start": {"low": 0.2, "high": 0.2}}}}
+    f = farm(
+        InventorySpec(nodes=3, sim=slower, rollout={"strategy": "window", "window": 1, "min_healthy": 2})
+    )
+    events = tmp_path / "events.jsonl"
+    proc = f.start_run("--events", str(events), "--report", str(tmp_path / "r.json"), "--log-level", "info")
+    wait_for_phase(events, "web-01", "stop", time.monotonic() + 30)
+    f.client("web-03").execute_ps("Stop-Service -Name W3SVC -Force")  # someone else's doing
+    broke = time.time()
+    _stdout, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == ExitCode.SUCCEEDED, stderr
+    assert '"node unhealthy (outside this run)"' in stderr and "web-03" in stderr
+    first_control = {
+        n: min(e["ts"] for e in f.node_events(n, "service_control") if e["ts"] > broke)
+        for n in ("web-02", "web-03")
+    }
+    # With web-03 down, taking web-02 out would have left one healthy node: web-03 went first (it
+    # costs no capacity), and web-02 only once web-03 was back.
+    web03_back = max(e["ts"] for e in f.node_events("web-03", "service_state") if e["state"] == "Running")
+    assert first_control["web-03"] < first_control["web-02"]
+    assert web03_back < first_control["web-02"]

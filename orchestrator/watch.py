@@ -1,0 +1,88 @@
+"""Live health of the nodes the run is not touching, fed to the scheduler.
+
+The capacity floor is only as good as the scheduler's picture of the farm: a node that breaks during
+the run, outside our control, must count against the floor at once; one that recovers must free it;
+a canary whose health does not hold during its bake must stop the rollout. A round probes every idle
+node (not in flight, not failed by this run) directly, like a balancer's health check would.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Iterable
+
+import structlog
+
+from orchestrator.fanout import bounded_map
+from orchestrator.health import HealthChecker
+from orchestrator.schedule import Scheduler
+from orchestrator.workflow import Workflow
+
+log = structlog.get_logger("orchestrator.run")
+
+
+class HealthWatch:
+    def __init__(
+        self,
+        sched: Scheduler,
+        flows: dict[str, Workflow],
+        health: HealthChecker,
+        *,
+        unhealthy: Iterable[str],
+        interval: float,
+        limit: int,
+        on_change: Callable[[], None],
+    ) -> None:
+        self._sched = sched
+        self._flows = flows
+        self._health = health
+        self._interval = interval
+        self._limit = limit
+        self._on_change = on_change
+        bad = set(unhealthy)
+        self._healthy = {name: name not in bad for name in flows}
+        self._finished_at: dict[str, float] = {}
+
+    def finished(self, name: str, ok: bool) -> None:
+        """A node the run just finished: a probe sent before that moment says nothing about it."""
+        self._finished_at[name] = time.monotonic()
+        if ok:
+            self._healthy[name] = True
+
+    async def run(self) -> None:
+        while True:
+            await asyncio.sleep(self._interval)
+            await self.round()
+
+    async def round(self) -> None:
+        started = time.monotonic()
+        idle = [n for n in self._flows if self._watched(n)]
+        probes = await bounded_map(
+            lambda n: self._health.probe(self._flows[n].job.health), idle, limit=self._limit
+        )
+        changed = False
+        for name, probe in zip(idle, probes, strict=True):
+            stale = self._finished_at.get(name, 0.0) > started
+            if stale or not self._watched(name) or probe.ok == self._healthy[name]:
+                continue
+            self._healthy[name] = probe.ok
+            was_done = name in self._sched.succeeded
+            self._sched.health_changed(name, probe.ok)
+            changed = True
+            if probe.ok:
+                log.info("node healthy again", node=name)
+            elif was_done and name in self._sched.failed:
+                # The scheduler counted it as a canary whose health did not hold during the bake.
+                log.error(
+                    "canary unhealthy during the bake: stopping the rollout", node=name, detail=probe.detail
+                )
+                self._flows[name].bake_failed(probe.detail)
+            else:
+                log.warning("node unhealthy (outside this run)", node=name, detail=probe.detail)
+        if changed:
+            self._on_change()
+
+    def _watched(self, name: str) -> bool:
+        # In flight: its workflow owns it. Failed by this run: drained on purpose, out of the count.
+        return name not in self._sched.in_flight and name not in self._sched.failed
