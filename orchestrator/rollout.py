@@ -13,7 +13,6 @@ import signal
 import time
 import uuid
 from collections.abc import Mapping
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -109,6 +108,8 @@ class Rollout:
         self.run_id = utc_now().strftime("%Y%m%dT%H%M%SZ-") + uuid.uuid4().hex[:8]
         self._stop = asyncio.Event()
         self._wake = asyncio.Event()  # a node's health changed: the scheduler may decide otherwise now
+        self._body: asyncio.Task[tuple[RunOutcome, Plan | None]] | None = None
+        self._plan: Plan | None = None
         self._stops = 0
         self._tasks: dict[asyncio.Task[NodeResult], str] = {}
 
@@ -120,8 +121,10 @@ class Rollout:
         self._stop.set()
         if self._stops >= 2:
             log.warning("second stop request: cancelling nodes in flight", nodes=sorted(self._tasks.values()))
-            for task in self._tasks:
-                task.cancel()
+            # Wherever the run is (preflight included): cancelling it cancels every node in flight,
+            # and each records where it was left.
+            if self._body is not None:
+                self._body.cancel()
         else:
             log.warning("stop requested: no new node will start; nodes in flight finish")
 
@@ -158,8 +161,7 @@ class Rollout:
             journal.close()
             raise Locked(held) from None
         started = utc_now()
-        executor = ThreadPoolExecutor(max_workers=max(4, min(64, len(inv.nodes))), thread_name_prefix="winrm")
-        sessions = {n.name: Session(make_target(n, creds[n.name]), executor) for n in inv.nodes}
+        sessions = {n.name: Session(make_target(n, creds[n.name])) for n in inv.nodes}
         installed = self._install_signals()
         try:
             journal.begin_run(
@@ -180,8 +182,13 @@ class Rollout:
                     n.name: Workflow(make_job(n), sessions[n.name], self.lb, health, recorder)
                     for n in inv.nodes
                 }
+                self._body = asyncio.create_task(self._execute(flows, health, recorder))
                 try:
-                    outcome, plan = await self._execute(flows, health, recorder)
+                    outcome, plan = await self._body
+                except asyncio.CancelledError:
+                    if self._stops < 2:
+                        raise  # not ours: whoever cancelled the run wants it gone
+                    outcome, plan = "aborted_signal", self._plan
                 except InvalidInput:
                     journal.finish_run(
                         self.run_id, "invalid_input", exit_code_for("invalid_input"), utc_now()
@@ -222,7 +229,6 @@ class Rollout:
             for sig in installed:
                 loop.remove_signal_handler(sig)
             await asyncio.gather(*(s.close() for s in sessions.values()), return_exceptions=True)
-            executor.shutdown(wait=False, cancel_futures=True)
             await self.lb.close()
             journal.release_lock(inv.path, self.run_id)
             journal.close()
@@ -270,7 +276,7 @@ class Rollout:
             if not probe.ok:
                 log.warning("node unhealthy before the run", node=name, detail=probe.detail)
         try:
-            plan = make_plan(inv, healthy=healthy)
+            plan = self._plan = make_plan(inv, healthy=healthy)
         except PlanError as exc:
             log.error("plan refused with live health", error=str(inv.error_at(exc.path, exc.message)))
             for flow in flows.values():
@@ -330,8 +336,6 @@ class Rollout:
                     ok = _succeeded(task, name)
                     sched.node_finished(name, time.monotonic(), ok)
                     watch.finished(name, ok)
-                if self._stops >= 2 and not self._tasks:
-                    return "aborted_signal"
         finally:
             watcher.cancel()
             for task in self._tasks:

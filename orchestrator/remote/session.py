@@ -11,13 +11,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
-from collections.abc import Sequence
-from concurrent.futures import Executor
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from orchestrator.remote.errors import CallTimedOut, RemoteError, classify_exception, classify_record
 from orchestrator.results import ErrorInfo
+
+R = TypeVar("R")
 
 # How long one Receive may wait on the node before the worker looks at its cancel flag again.
 _POLL_SECONDS = 1
@@ -66,9 +67,8 @@ class Invocation:
 class Session:
     """A node's WinRM session. Not thread-safe by design: one call at a time, serialised here."""
 
-    def __init__(self, target: Target, executor: Executor) -> None:
+    def __init__(self, target: Target) -> None:
         self.target = target
-        self._executor = executor
         self._lock = asyncio.Lock()
         self._pool: Any = None
         self.calls = 0
@@ -94,11 +94,16 @@ class Session:
     async def _invoke_once(self, pipeline: tuple[Cmd, ...], timeout: float) -> Invocation:
         async with self._lock:
             cancel = threading.Event()
-            loop = asyncio.get_running_loop()
-            fut = loop.run_in_executor(self._executor, self._invoke_blocking, pipeline, cancel)
+            fut = in_daemon_thread(self._invoke_blocking, pipeline, cancel, name=f"winrm-{self.target.host}")
             try:
                 return await asyncio.wait_for(asyncio.shield(fut), timeout)
-            except (TimeoutError, asyncio.CancelledError) as exc:
+            except asyncio.CancelledError:
+                # Stopping at once: ask the worker to stop the pipeline, but do not wait for a
+                # blocked request to return. The pool goes with it; a later call opens a new one.
+                cancel.set()
+                self._drop_pool()
+                raise
+            except TimeoutError:
                 # Ask the worker to stop the pipeline, and wait for it so the thread is free again
                 # and the next call does not race a half-finished one on the same pool.
                 cancel.set()
@@ -106,18 +111,15 @@ class Session:
                     await asyncio.wait_for(asyncio.shield(fut), self.target.operation_timeout + 5)
                 except BaseException:  # we are already failing; the first error wins
                     self._drop_pool()
-                if isinstance(exc, TimeoutError):
-                    raise CallTimedOut(
-                        ErrorInfo(kind="transport", message=f"remote call did not finish within {timeout:g}s")
-                    ) from None
-                raise
+                raise CallTimedOut(
+                    ErrorInfo(kind="transport", message=f"remote call did not finish within {timeout:g}s")
+                ) from None
 
     async def close(self) -> None:
         async with self._lock:
             pool, self._pool = self._pool, None
             if pool is not None:
-                loop = asyncio.get_running_loop()
-                await loop.run_in_executor(self._executor, _close_quietly, pool)
+                await in_daemon_thread(_close_quietly, pool, name=f"winrm-{self.target.host}")
 
     def _drop_pool(self) -> None:
         # After a transport failure the pool's state is unknown; the next call reconnects.
@@ -184,3 +186,32 @@ def _close_quietly(pool: Any) -> None:
     # The node may already be gone; closing is best effort.
     with contextlib.suppress(Exception):
         pool.close()
+
+
+def in_daemon_thread(fn: Callable[..., R], *args: Any, name: str) -> asyncio.Future[R]:
+    """Run a blocking call in a thread of its own, as an awaitable.
+
+    Daemon, unlike a ThreadPoolExecutor's workers (which the interpreter joins at exit): when the
+    run is stopped at once, a call blocked on a dead or slow node must not hold the process."""
+    loop = asyncio.get_running_loop()
+    fut: asyncio.Future[R] = loop.create_future()
+
+    def settle(outcome: Callable[[Any], object], value: Any) -> None:
+        def apply() -> None:
+            if not fut.done():  # the waiter may have gone (cancelled)
+                outcome(value)
+
+        # ... or the loop itself (the process is stopping).
+        with contextlib.suppress(RuntimeError):
+            loop.call_soon_threadsafe(apply)
+
+    def target() -> None:
+        try:
+            result = fn(*args)
+        except BaseException as exc:
+            settle(fut.set_exception, exc)
+        else:
+            settle(fut.set_result, result)
+
+    threading.Thread(target=target, name=name, daemon=True).start()
+    return fut

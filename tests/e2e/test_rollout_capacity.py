@@ -14,6 +14,7 @@ from tests.e2e.harness import (
     InventorySpec,
     interrupt_twice_during_stop,
     wait_for_event,
+    wait_for_line,
     wait_for_phase,
 )
 
@@ -140,3 +141,22 @@ def test_a_node_that_breaks_during_the_run_counts_against_the_floor_at_once(
     web03_back = max(e["ts"] for e in f.node_events("web-03", "service_state") if e["state"] == "Running")
     assert first_control["web-03"] < first_control["web-02"]
     assert web03_back < first_control["web-02"]
+
+
+def test_second_sigint_during_preflight_stops_at_once_with_nothing_touched(farm: Any, tmp_path: Path) -> None:
+    # Every WinRM answer from web-02 takes 1.5 s: its preflight alone takes many seconds.
+    f = farm(InventorySpec(nodes=2, faults={"web-02": [{"kind": "latency", "ms": 1500}]}))
+    events = tmp_path / "events.jsonl"
+    proc = f.start_run("--events", str(events), "--report", str(tmp_path / "r.json"))
+    wait_for_phase(events, "web-02", "preflight", time.monotonic() + 30)
+    interrupted = time.monotonic()
+    proc.send_signal(signal.SIGINT)
+    wait_for_line(proc, "stop requested", time.monotonic() + 30)
+    proc.send_signal(signal.SIGINT)
+    proc.communicate(timeout=60)
+    assert proc.returncode == ExitCode.ABORTED_SIGNAL
+    # A few of web-02's slow answers at most, not the dozen or so its preflight needs.
+    assert time.monotonic() - interrupted < 10
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert [n["outcome"] for n in report["nodes"]] == ["not_started", "not_started"]
+    assert [e for e in f.events() if e["kind"] == "service_control"] == []
