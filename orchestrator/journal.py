@@ -428,6 +428,22 @@ class Journal:
 
     # -- reading ---------------------------------------------------------------------------------
 
+    def node_durations(self, inventory_path: str | os.PathLike[str], runs: int = 5) -> list[float]:
+        """Seconds each node took, from its first phase after preflight to its last event, for the
+        nodes done in the last `runs` finished runs of this inventory (oldest data first)."""
+        with self._read() as conn:
+            rows = conn.execute(
+                """SELECT MIN(e.at) AS first, MAX(e.at) AS last
+                   FROM node_events e JOIN node_state s ON s.run_id = e.run_id AND s.node = e.node
+                   WHERE e.phase != 'preflight' AND s.outcome = 'done' AND e.run_id IN (
+                       SELECT run_id FROM runs WHERE inventory_path = ? AND ended_at IS NOT NULL
+                       ORDER BY seq DESC LIMIT ?)
+                   GROUP BY e.run_id, e.node ORDER BY e.run_id""",
+                (inventory_key(inventory_path), runs),
+            ).fetchall()
+        # Same format and zone throughout (see _time), so MIN/MAX on the text are the times' order.
+        return [(_parse_time(r["last"]) - _parse_time(r["first"])).total_seconds() for r in rows]
+
     def latest_run(self, inventory_path: str | os.PathLike[str]) -> RunSummary | None:
         """The most recently begun run of this inventory, finished or not."""
         with self._read() as conn:

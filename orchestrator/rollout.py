@@ -36,7 +36,7 @@ from orchestrator.report.console import LiveProgress
 from orchestrator.report.events import EventStream
 from orchestrator.results import NodeResult, Phase, RunOutcome, RunResult, exit_code_for, utc_now
 from orchestrator.resume import ResumeState
-from orchestrator.schedule import Done, Scheduler, Start, Wait
+from orchestrator.schedule import Done, Scheduler, Start, Wait, history_estimate
 from orchestrator.watch import HealthWatch
 from orchestrator.workflow import Workflow
 
@@ -110,6 +110,7 @@ class Rollout:
         self._wake = asyncio.Event()  # a node's health changed: the scheduler may decide otherwise now
         self._body: asyncio.Task[tuple[RunOutcome, Plan | None]] | None = None
         self._plan: Plan | None = None
+        self._estimate: float | None = None  # a node's duration in earlier runs, for the change window
         self._stops = 0
         self._tasks: dict[asyncio.Task[NodeResult], str] = {}
 
@@ -161,6 +162,7 @@ class Rollout:
             journal.close()
             raise Locked(held) from None
         started = utc_now()
+        self._estimate = history_estimate(journal.node_durations(inv.path))
         sessions = {n.name: Session(make_target(n, creds[n.name])) for n in inv.nodes}
         installed = self._install_signals()
         try:
@@ -290,6 +292,7 @@ class Rollout:
         sched = Scheduler(
             plan,
             finish_by=_monotonic_deadline(plan.finish_by),
+            estimate=self._estimate,
             stall_limit=max(plan.deadlines.values(), default=0.0),
             now=time.monotonic(),
         )

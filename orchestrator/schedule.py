@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import statistics
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -21,6 +22,16 @@ from orchestrator.plan import Plan
 Outcome = Literal[
     "succeeded", "partial", "aborted_budget", "aborted_window", "aborted_signal", "aborted_capacity"
 ]
+
+
+def history_estimate(durations: Sequence[float]) -> float | None:
+    """A node's expected duration from earlier runs, for the change window: cautious (the 90th
+    percentile, or the longest when there are few), since overrunning a window is the worse error."""
+    if not durations:
+        return None
+    if len(durations) < 10:
+        return max(durations)
+    return statistics.quantiles(durations, n=10)[-1]
 
 
 @dataclass(frozen=True)
@@ -197,7 +208,8 @@ class Scheduler:
         return self._budget
 
     def estimate(self, name: str) -> float:
-        """Expected seconds for `name`: this run's mean, else the given estimate, else its deadline."""
+        """Expected seconds for `name`: this run's mean, else the given estimate (earlier runs),
+        else its deadline."""
         if self._durations:
             return statistics.fmean(self._durations)
         if self._estimate is not None:

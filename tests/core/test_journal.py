@@ -363,3 +363,24 @@ def test_secrets_never_reach_the_journal_file(db: Path, inventory: Path) -> None
     assert password.encode() not in raw and plan_token.encode() not in raw
     assert result.nodes[0].left_out_reason == "bad [REDACTED]"
     assert result.plan["lb"] == {"api_token": "[REDACTED]"}
+
+
+def test_node_durations_come_from_finished_runs_of_this_inventory(tmp_path: Path) -> None:
+    db, inventory = tmp_path / "j.sqlite", tmp_path / "farm.yaml"
+    inventory.write_text("x")
+    journal = Journal(db)
+    begin(journal, inventory, "r1")
+    for node, start, end in (("web01", 1, 9), ("web02", 2, 14)):
+        journal.record_phase("r1", node, "preflight", "started", at(0))
+        journal.record_phase("r1", node, "preflight", "ok", at(0))
+        journal.record_phase("r1", node, "drain", "started", at(start))
+        journal.record_phase("r1", node, "undrain", "ok", at(end))
+        journal.set_node_state("r1", node, rotation="in", outcome="done")
+    journal.record_phase("r1", "web03", "drain", "started", at(1))
+    journal.record_phase("r1", "web03", "stop", "failed", at(50))
+    journal.set_node_state("r1", "web03", rotation="out", outcome="failed")
+    assert journal.node_durations(inventory) == []  # the run has not finished
+    journal.finish_run("r1", "partial", ExitCode.PARTIAL, at(60))
+    # Preflight excluded, failed nodes excluded.
+    assert sorted(journal.node_durations(inventory)) == [8.0, 12.0]
+    assert journal.node_durations(tmp_path / "other.yaml") == []

@@ -452,3 +452,20 @@ def test_any_sequence_of_events_respects_every_limit(plan: Plan, data: st.DataOb
         assert (outcome == "succeeded") == (not s.failed)
     if outcome == "aborted_window":
         assert finish_by is not None and s.not_started
+
+
+def test_history_estimate_is_cautious() -> None:
+    from orchestrator.schedule import history_estimate
+
+    assert history_estimate([]) is None
+    assert history_estimate([3.0, 9.0, 4.0]) == 9.0  # few samples: the longest
+    many = [float(n) for n in range(1, 21)]
+    assert 18.0 <= history_estimate(many) <= 20.0  # type: ignore[operator]
+
+
+def test_a_history_estimate_lets_nodes_start_inside_a_short_window() -> None:
+    plan = make([["a", "b"]], deadline=900.0)
+    without = Scheduler(plan, finish_by=120.0)
+    assert without.next_actions(0.0) == [Done("aborted_window")]  # 900 s per node would overrun
+    with_history = Scheduler(plan, finish_by=120.0, estimate=30.0)
+    assert starts(with_history.next_actions(0.0)) == ["a", "b"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -90,3 +91,25 @@ def test_services_action_restarts_dependents_whatever_the_spelling(farm: Any) ->
         "WAS": "Running",
         "HTTP": "Running",
     }
+
+
+def test_a_short_change_window_uses_the_durations_of_earlier_runs(farm: Any) -> None:
+    f = farm(InventorySpec(nodes=2, timeouts={"node": 900}))
+    data = yaml.safe_load(f.inventory.read_text())
+    closes = (datetime.now(UTC) + timedelta(minutes=5)).isoformat()
+    windowed = f.inventory.with_name("windowed.yaml")
+    data["rollout"]["change_window"] = {"finish_by": closes}
+    windowed.write_text(yaml.safe_dump(data, sort_keys=False))
+
+    # No history yet: a node is expected to take its full 900 s deadline, which overruns the window.
+    first = f.run(inventory=windowed)
+    assert first.code == ExitCode.ABORTED_WINDOW, first.stdout + first.stderr
+    assert [first.node(n)["outcome"] for n in ("web-01", "web-02")] == ["not_started", "not_started"]
+
+    # One run without a window (the same inventory file, so the same history) ...
+    windowed.write_text(f.inventory.read_text())
+    assert f.run(inventory=windowed).code == ExitCode.SUCCEEDED
+    # ... and nodes are now expected to take seconds: the same window lets them start.
+    windowed.write_text(yaml.safe_dump(data, sort_keys=False))
+    again = f.run(inventory=windowed)
+    assert again.code == ExitCode.SUCCEEDED, again.stdout + again.stderr
