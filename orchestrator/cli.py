@@ -227,11 +227,31 @@ def status(inventory: InventoryArg) -> None:
     """What the last run of this inventory did, and which nodes are out of rotation and why."""
     from orchestrator.report import print_summary
 
-    recorded = _recorded(_load(inventory), None)
+    inv = _load(inventory)
+    recorded = _recorded(inv, None)
     if recorded is None:
         out.print(f"no run recorded for {inventory}")
         return
-    print_summary(recorded[0], out)
+    result = recorded[0]
+    print_summary(result, out)
+    if result.outcome == "incomplete":
+        out.print(_incomplete_run(inv, result.run_id))
+
+
+def _incomplete_run(inv: Any, run_id: str) -> str:
+    """Whether a run with no end record is still going or died, from the inventory's lock."""
+    from orchestrator.journal import Journal
+
+    with Journal(inv.journal) as journal:
+        holder = journal.lock_holder(inv.path)
+    if holder is not None and holder[0].run_id == run_id and holder[1]:
+        held = holder[0]
+        since = f"{held.since:%Y-%m-%d %H:%M:%SZ}"
+        return f"run {run_id} is in progress (pid {held.pid} on {held.host}, since {since})"
+    return (
+        f"run {run_id} did not finish: its process is gone. Nodes not done are listed above; "
+        f"`orchestrator resume {inv.path}` picks them up."
+    )
 
 
 @app.command()

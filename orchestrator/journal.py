@@ -575,6 +575,18 @@ class Journal:
             )
             return takeover
 
+    def lock_holder(self, inventory_path: str | os.PathLike[str]) -> tuple[LockHeld, bool] | None:
+        """Who holds the inventory's lock, and whether that run can still be running (its process
+        exists, or it is on another host, where we cannot tell); None when nobody does."""
+        with self._read() as conn:
+            held = conn.execute(
+                "SELECT * FROM locks WHERE inventory_path = ?", (inventory_key(inventory_path),)
+            ).fetchone()
+        if held is None:
+            return None
+        alive = held["host"] != self._host or _pid_alive(held["pid"])
+        return LockHeld(held["pid"], held["host"], held["run_id"], _parse_time(held["since"])), alive
+
     def release_lock(self, inventory_path: str | os.PathLike[str], run_id: str) -> bool:
         """Release the lock if `run_id` holds it; False when it does not (never drops another's lock)."""
         with self._write() as conn:

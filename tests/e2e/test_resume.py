@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Any
 
 from orchestrator.results import ExitCode
-from tests.e2e.harness import SLOW, InventorySpec, interrupt_twice_during_stop
+from tests.e2e.harness import SLOW, InventorySpec, interrupt_twice_during_stop, wait_for_phase
 
 
 def test_resume_brings_back_a_node_an_operator_unstuck(farm: Any) -> None:
@@ -57,3 +58,22 @@ def test_resume_finishes_a_run_stopped_at_once(farm: Any, tmp_path: Path) -> Non
     status = f.run_status()
     assert "succeeded" in status
     assert json.loads(json.dumps(resumed.report))["totals"]["out_of_rotation"] == 0
+
+
+def test_after_a_crash_status_says_so_and_resume_finishes_the_run(farm: Any, tmp_path: Path) -> None:
+    f = farm(InventorySpec(nodes=2, sim=SLOW))
+    events = tmp_path / "events.jsonl"
+    proc = f.start_run("--events", str(events))
+    wait_for_phase(events, "web-01", "stop", time.monotonic() + 30)
+    proc.kill()  # SIGKILL: no handler runs, nothing is cleaned up, the lock stays
+    proc.communicate(timeout=30)
+
+    status = f.run_status()
+    assert "incomplete" in status and "did not finish: its process is gone" in status
+    assert "web-01" in status and "interrupted" in status
+
+    resumed = f.run(command="resume")
+    assert resumed.code == ExitCode.SUCCEEDED, resumed.stdout + resumed.stderr
+    assert "web-01 at stop" in resumed.stdout
+    assert all(resumed.node(n)["outcome"] == "done" for n in ("web-01", "web-02"))
+    assert "succeeded" in f.run_status()
