@@ -145,6 +145,9 @@ class LiveProgress:
         at = event.at.strftime("%H:%M:%SZ")
         if isinstance(event, PhaseEvent):
             progress.phase, progress.status, progress.detail = event.phase, event.status, event.detail
+            if (event.phase, event.status) == ("preflight", "ok"):
+                # Preflighted, not yet started: say what the operator is looking at.
+                progress.detail = "waiting for its turn"
             if event.error is not None:
                 progress.detail = f"{event.error.kind}: {event.error.message}"
             line = f"{at} {event.node} {event.phase} {event.status}"

@@ -328,6 +328,13 @@ def test_live_progress_prints_plain_lines_off_a_terminal() -> None:
     ]
 
 
+def test_a_preflighted_node_shows_as_waiting_for_its_turn() -> None:
+    out = io.StringIO()
+    with LiveProgress(["web01"], Console(file=out, force_terminal=False, width=100)) as progress:
+        progress.update(PhaseEvent(at=at(1), run_id="r1", node="web01", phase="preflight", status="ok"))
+    assert out.getvalue().splitlines() == ["02:00:01Z web01 preflight ok: waiting for its turn"]
+
+
 def test_live_progress_on_a_terminal_redraws_a_table_and_can_be_silenced() -> None:
     out = io.StringIO()
     with LiveProgress(["web01", "web02"], Console(file=out, force_terminal=True, width=120)) as progress:
