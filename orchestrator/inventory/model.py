@@ -1,0 +1,325 @@
+"""The inventory file as pydantic models: node settings, groups, rollout policy, load balancer."""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    SecretStr,
+    Tag,
+)
+
+from orchestrator.inventory.values import (
+    AwareDatetime,
+    EnvName,
+    Host,
+    LbArgTemplate,
+    LbUrlTemplate,
+    Name,
+    NameTemplate,
+    NodeCount,
+    NodeFloor,
+    NonNegativeSeconds,
+    Seconds,
+    Share,
+    Text,
+    UrlTemplate,
+    WarmupTemplate,
+)
+
+# --- node settings ----------------------------------------------------------------------------------
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, use_attribute_docstrings=True)
+
+
+class Transport(_Model):
+    """How to reach the node's WinRM listener."""
+
+    scheme: Literal["http", "https"] = "http"
+    """http (port 5985, NTLM/Negotiate/Kerberos with message encryption) or https (port 5986)."""
+    port: Annotated[int, Field(ge=1, le=65535)] | None = None
+    """WinRM port; by default 5985 for http and 5986 for https."""
+    auth: Literal["ntlm", "negotiate", "kerberos", "basic", "certificate"] = "ntlm"
+    """basic and certificate are refused over http."""
+    tls_verify: bool = True
+    """Verify the node's TLS certificate (https). May only be turned off on a node, never for a group."""
+    ca_file: str | None = None
+    """CA bundle to verify the node's certificate, relative to the inventory file."""
+    configuration_name: Annotated[str, Field(min_length=1)] | None = None
+    """PowerShell session configuration (JEA endpoint), e.g. OrchestratorJEA."""
+    connect_timeout: Seconds = 10.0
+    operation_timeout: Seconds = 20.0
+    """Seconds allowed for one remote call."""
+
+
+class NodeTransport(Transport):
+    """A node's transport with the port resolved."""
+
+    port: int
+
+
+class CredentialsRef(_Model):
+    """Where a node's credentials come from; resolved only when a run starts (orchestrator.credentials)."""
+
+    username_env: EnvName | None = None
+    """Environment variable holding the user name."""
+    password_env: EnvName | None = None
+    """Environment variable holding the password."""
+    file: str | None = None
+    """YAML file with `username` and `password`, relative to the inventory; must not be readable by
+    group or others (mode 0600)."""
+    username: Text | None = None
+    password: SecretStr | None = None
+    """An inline password; refused unless `inline_password: true` stands beside it."""
+    inline_password: bool = False
+    cert_file: str | None = None
+    """Client certificate (PEM) for auth: certificate, relative to the inventory."""
+    key_file: str | None = None
+    """Private key (PEM) of the client certificate, relative to the inventory; mode 0600."""
+
+    @property
+    def form(self) -> Literal["env", "file", "inline", "certificate"]:
+        """Which source holds the secret (only meaningful on a validated node)."""
+        if self.file is not None:
+            return "file"
+        if self.cert_file is not None:
+            return "certificate"
+        return "env" if self.password_env is not None else "inline"
+
+
+class Action(_Model):
+    """What restarting the node means."""
+
+    type: Literal["iis-restart", "services", "apppool-recycle", "http-restart"] = "iis-restart"
+    """iis-restart: stop WAS (and its dependents) gracefully, start W3SVC; services: the listed
+    services; apppool-recycle: recycle the listed application pools; http-restart: restart HTTP.sys
+    (drops WinRM, so it must run detached)."""
+    services: list[Annotated[str, Field(min_length=1, pattern=r"^[^/\\]+$")]] = []
+    """For type services: service names; stopped dependents first, started in dependency order."""
+    app_pools: list[Text] = []
+    """For type apppool-recycle: application pool names."""
+    detached: bool = False
+    """Run stop/start detached on the node, so losing the WinRM connection does not cut it short."""
+    escalation: Literal["none", "kill-workers"] = "none"
+    """What to do when a stop times out: none (fail, leave the node drained) or kill-workers (kill the
+    w3wp worker processes of the stuck pool). Never implied."""
+
+
+class Health(_Model):
+    """The HTTP check a node must pass before it goes back in rotation."""
+
+    url: UrlTemplate | None = None
+    """Health URL on the node itself; {host} and {name} are substituted. Required (at some layer)."""
+    expect_status: Annotated[int, Field(ge=100, le=599)] = 200
+    body_contains: Text | None = None
+    timeout: Seconds = 5.0
+    """Seconds per request."""
+    retries: Annotated[int, Field(ge=0)] = 10
+    interval: NonNegativeSeconds = 1.0
+    """Seconds between attempts."""
+    warmup_urls: list[WarmupTemplate] = []
+    """Requested once each after the check passes, to warm caches."""
+    soak_seconds: NonNegativeSeconds = 0.0
+    """After the check passes, health must stay good this long."""
+
+
+class NodeHealth(Health):
+    """A node's health check with every template substituted."""
+
+    url: str
+    warmup_urls: list[str] = []
+
+
+class Timeouts(_Model):
+    """Seconds per phase, and the node's overall deadline."""
+
+    preflight: Seconds = 60.0
+    drain: Seconds = 300.0
+    stop: Seconds = 120.0
+    start: Seconds = 120.0
+    verify: Seconds = 120.0
+    undrain: Seconds = 60.0
+    node: Seconds = 900.0
+    """Overall deadline for one node, all phases included."""
+
+
+class Settings(_Model):
+    """Everything `defaults`, a group's `defaults` and a node may set."""
+
+    transport: Transport = Transport()
+    credentials: CredentialsRef | None = None
+    """Exactly one form: username(_env) + password_env, file, username + password + inline_password,
+    or cert_file + key_file. Replaced as a whole by a more specific layer."""
+    action: Action = Action()
+    health: Health = Health()
+    timeouts: Timeouts = Timeouts()
+    lb_name: NameTemplate = "{name}"
+    """The node's server name in the load balancer; {name} and {host} are substituted."""
+
+
+class Group(_Model):
+    max_unavailable: NodeCount | None = None
+    """At most this many of the group's nodes out of rotation at once (a percentage is of the group)."""
+    defaults: Settings = Settings()
+
+
+class NodeEntry(Settings):
+    name: Name
+    host: Host
+    """DNS name or IP address."""
+    group: str | None = None
+
+
+# Keys of a node entry that identify it rather than override settings.
+_NODE_OWN_KEYS = frozenset(NodeEntry.model_fields) - frozenset(Settings.model_fields)
+
+
+class NodeSpec(_Model):
+    """One node, fully resolved: defaults <- group defaults <- node, templates substituted, paths absolute."""
+
+    name: str
+    host: str
+    group: str | None
+    transport: NodeTransport
+    credentials: CredentialsRef
+    action: Action
+    health: NodeHealth
+    timeouts: Timeouts
+    lb_name: str
+
+
+# --- rollout and load balancer ------------------------------------------------------------------------
+
+
+class Canary(_Model):
+    bake_seconds: NonNegativeSeconds = 0.0
+    """After the first batch, wait this long (its health must hold) before going on."""
+
+
+class FailureBudgetPolicy(_Model):
+    """How many node failures the run tolerates; one more and no new node starts.
+
+    With neither max_failures nor max_failure_percent set, no failure is tolerated; with both, the
+    stricter one applies.
+    """
+
+    max_failures: Annotated[int, Field(ge=0)] | None = None
+    """Tolerated failures over the whole run."""
+    max_failure_percent: Annotated[float, Field(ge=0, le=100)] | None = None
+    """Tolerated failures as a percentage of all nodes (rounded down)."""
+    per_batch: Annotated[int, Field(ge=0)] | None = None
+    """Tolerated failures within one batch (strategy batch)."""
+
+
+class ChangeWindow(_Model):
+    finish_by: AwareDatetime | None = None
+    """ISO 8601 with a timezone; a node whose estimated finish falls later is not started."""
+
+
+# Tagged, so a bad ramp step is reported at its index rather than as "not a number" for the list.
+BatchSize = Annotated[
+    Annotated[NodeCount, Tag("size")] | Annotated[list[NodeCount], Field(min_length=1), Tag("ramp")],
+    Discriminator(lambda value: "ramp" if isinstance(value, list) else "size"),
+]
+
+
+class Rollout(_Model):
+    strategy: Literal["batch", "window"] = "batch"
+    batch: BatchSize = Share(1)
+    """Strategy batch: a size, a percentage of all nodes, or a ramp like [1, "10%", "25%"] whose last
+    step repeats."""
+    window: Annotated[int, Field(ge=1)] = 1
+    """Strategy window: at most this many nodes in flight; the next starts as soon as one finishes."""
+    max_unavailable: NodeCount | None = None
+    """Cap on nodes the run has out of rotation at once."""
+    min_healthy: NodeFloor = Share(0)
+    """Capacity floor: healthy in-rotation nodes never drop below this (a percentage rounds up)."""
+    order: Literal["inventory", "sorted", "reverse", "shuffle"] = "inventory"
+    seed: int = 0
+    """Seed for order: shuffle; the same seed gives the same order."""
+    canary: Canary | None = None
+    pause_seconds: NonNegativeSeconds = 0.0
+    """Pause between batches (strategy batch)."""
+    failure_budget: FailureBudgetPolicy = FailureBudgetPolicy()
+    change_window: ChangeWindow = ChangeWindow()
+
+
+def _check_socket(value: str) -> str:
+    if not (value.startswith("/") or re.fullmatch(r"[^/:]+:\d{1,5}|\[[0-9A-Fa-f:.]+\]:\d{1,5}", value)):
+        raise ValueError("expected an absolute path to the admin socket or host:port")
+    return value
+
+
+class HAProxySettings(_Model):
+    socket: Annotated[str, AfterValidator(_check_socket)]
+    """Runtime API: a unix socket path or host:port (needs `level admin`)."""
+    backend: Text
+    timeout: Seconds = 5.0
+
+
+class HttpLbSettings(_Model):
+    drain_url: LbUrlTemplate
+    """Called (POST) to drain a server; {lb_name}, {name} and {host} are substituted."""
+    ready_url: LbUrlTemplate
+    status_url: LbUrlTemplate
+    token_env: EnvName | None = None
+    """Environment variable with a bearer token."""
+    timeout: Seconds = 10.0
+
+
+class CommandLbSettings(_Model):
+    drain: Annotated[list[LbArgTemplate], Field(min_length=1)]
+    """Command line (argv list) that drains a server; {lb_name}, {name} and {host} are substituted."""
+    ready: Annotated[list[LbArgTemplate], Field(min_length=1)]
+    status: Annotated[list[LbArgTemplate], Field(min_length=1)]
+    timeout: Seconds = 30.0
+
+
+class LoadBalancer(_Model):
+    driver: Literal["none", "haproxy", "http", "command"] = "none"
+    haproxy: HAProxySettings | None = None
+    http: HttpLbSettings | None = None
+    command: CommandLbSettings | None = None
+
+
+def _check_version(value: int) -> int:
+    if value != 1:
+        raise ValueError(f"unsupported inventory version {value}; this orchestrator reads version 1")
+    return value
+
+
+def _at_least_one_node(nodes: list[NodeEntry]) -> list[NodeEntry]:
+    if not nodes:
+        raise ValueError("an inventory needs at least one node")
+    return nodes
+
+
+class InventoryFile(_Model):
+    """The inventory file as written."""
+
+    version: Annotated[int, AfterValidator(_check_version), Field(json_schema_extra={"const": 1})]
+    defaults: Settings = Settings()
+    groups: dict[Name, Group] = {}
+    nodes: Annotated[list[NodeEntry], AfterValidator(_at_least_one_node)]
+    rollout: Rollout = Rollout()
+    load_balancer: LoadBalancer = LoadBalancer()
+    journal: Text = ".orchestrator/journal.sqlite"
+    """SQLite run journal, relative to the inventory file."""
+    sim: Any = None
+    """Settings of the simulated farm; read by `orchestrator sim`, ignored here."""
+
+
+def json_schema() -> dict[str, Any]:
+    """JSON Schema of the inventory file, for editors."""
+    schema = InventoryFile.model_json_schema()
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["title"] = "orchestrator inventory"
+    return schema
