@@ -198,6 +198,8 @@ class Workflow:
 
     async def _undrain(self) -> None:
         await self.lb.ready(self.job.lb_name)
+        # From here the balancer may already send traffic: until it confirms, the truth is unknown.
+        self._rotation("unknown")
         pause = 0.05
         while True:
             m = await self.lb.state(self.job.lb_name)
@@ -274,7 +276,8 @@ class Workflow:
             )
         )
         self.recorder.phase(self.job.name, phase, outcome, detail, error)
-        if error is not None and self.result.rotation == "out":
+        # Preflight only reads: whatever it finds, it did not take the node out.
+        if error is not None and phase != "preflight" and self.result.rotation != "in":
             self.result.left_out_reason = f"{phase} failed: {error.message}"
 
     async def _finish(self) -> None:
