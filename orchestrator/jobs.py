@@ -63,6 +63,8 @@ def make_job(node: NodeSpec) -> NodeJob:
             interval=h.interval,
             warmup_urls=tuple(h.warmup_urls),
             soak_seconds=h.soak_seconds,
+            ca_file=h.ca_file,
+            tls_verify=h.tls_verify,
         ),
         timeouts=Timeouts(
             preflight=t.preflight,

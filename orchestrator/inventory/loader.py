@@ -21,6 +21,7 @@ from orchestrator.inventory.model import (
     _NODE_OWN_KEYS,
     CredentialsRef,
     Group,
+    Health,
     InventoryFile,
     LoadBalancer,
     NodeEntry,
@@ -161,11 +162,12 @@ class _Loader:
 
     def _check_layers(self) -> None:
         for base, layer in self._layers():
-            if base[0] != "nodes" and not layer.transport.tls_verify:
-                raise self.fail(
-                    (*base, "transport", "tls_verify"),
-                    "tls_verify: false is only accepted on an individual node, never for a whole group",
-                )
+            for section in ("transport", "health"):
+                if base[0] != "nodes" and not getattr(layer, section).tls_verify:
+                    raise self.fail(
+                        (*base, section, "tls_verify"),
+                        "tls_verify: false is only accepted on an individual node, never for a whole group",
+                    )
             if layer.credentials is not None:
                 self._check_credentials((*base, "credentials"), layer.credentials)
         for index, entry in enumerate(self.raw.nodes):
@@ -400,7 +402,20 @@ class _NodeResolver:
             origin.group(0) + w if w.startswith("/") else w
             for w in (self._substitute(t, url=True) for t in h.warmup_urls)
         ]
-        return NodeHealth.model_validate(h.model_dump() | {"url": url, "warmup_urls": warmups})
+        if not url.startswith("https://"):
+            for key in ("ca_file", "tls_verify"):
+                if getattr(h, key) != Health.model_fields[key].default:
+                    raise self.fail(
+                        f"health.{key} applies to https health URLs only", ("health", key), ("health", "url")
+                    )
+        elif not h.tls_verify:
+            self.loader.warn(
+                self.origins.where(("health", "tls_verify")),
+                f"TLS certificate verification of the health URL is off for node {self.entry.name!r}",
+            )
+        return NodeHealth.model_validate(
+            h.model_dump() | {"url": url, "warmup_urls": warmups, "ca_file": self._path(h.ca_file)}
+        )
 
     def _substitute(self, template: str, *, url: bool) -> str:
         host = self.entry.host

@@ -129,6 +129,11 @@ class Health(_Model):
     """Requested once each after the check passes, to warm caches."""
     soak_seconds: NonNegativeSeconds = 0.0
     """After the check passes, health must stay good this long."""
+    ca_file: str | None = None
+    """CA bundle to verify an https health URL's certificate, relative to the inventory; by default
+    the system's trusted CAs."""
+    tls_verify: bool = True
+    """Verify an https health URL's certificate. May only be turned off on a node, never for a group."""
 
 
 class NodeHealth(Health):

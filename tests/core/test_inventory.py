@@ -166,6 +166,23 @@ INVALID = [
         id="tls-verify-off-in-group",
     ),
     pytest.param(
+        text(
+            defaults=DEFAULTS.replace(
+                'health: {url: "http://{host}:8080/healthz"}',
+                'health: {url: "https://{host}/healthz", §tls_verify: false}',
+            )
+        ),
+        "defaults.health.tls_verify",
+        "only accepted on an individual node",
+        id="health-tls-verify-off-in-defaults",
+    ),
+    pytest.param(
+        text(nodes="nodes:\n  - {name: web-01, host: 10.0.0.1, health: {§ca_file: ca.pem}}\n"),
+        "nodes[0].health.ca_file",
+        "health.ca_file applies to https health URLs only",
+        id="health-ca-file-over-http",
+    ),
+    pytest.param(
         text(nodes="nodes:\n  - {name: web-01, host: 10.0.0.1, transport: {§tls_verify: 'no'}}\n"),
         "nodes[0].transport.tls_verify",
         "expected true or false, unquoted",
@@ -577,3 +594,24 @@ def test_json_schema_describes_the_file() -> None:
     rollout = schema["$defs"]["Rollout"]["properties"]
     assert {"type": "string", "pattern": r"^\d+%$"} in rollout["min_healthy"]["anyOf"]
     assert "capacity floor" in rollout["min_healthy"]["description"].lower()
+
+
+def test_health_tls_settings_resolve_per_node_and_turning_verification_off_warns(tmp_path: Path) -> None:
+    source = (
+        VERSION
+        + DEFAULTS.replace(
+            'health: {url: "http://{host}:8080/healthz"}',
+            'health: {url: "https://{host}/healthz", ca_file: pki/ca.pem}',
+        )
+        + (
+            "nodes:\n"
+            "  - {name: web-01, host: 10.0.0.1}\n"
+            "  - {name: web-02, host: 10.0.0.2, health: {tls_verify: false}}\n"
+        )
+    )
+    inv = parse_inventory(source, str(tmp_path / "farm.yaml"))
+    web1, web2 = inv.nodes
+    assert web1.health.ca_file == str(tmp_path / "pki" / "ca.pem")
+    assert (web2.health.tls_verify, web1.health.tls_verify) == (False, True)
+    assert len(inv.warnings) == 1
+    assert "nodes[1].health.tls_verify" in inv.warnings[0] and "web-02" in inv.warnings[0]
