@@ -185,7 +185,7 @@ def _roll(
     raise typer.Exit(int(code))
 
 
-def _recorded(inv: Any, run_id: str | None) -> tuple[RunResult, list[NodeState]] | None:
+def _recorded(inv: Any, run_id: str | None) -> tuple[RunResult, list[NodeState], str] | None:
     """A run of this inventory from its journal (the latest by default); None when none is recorded.
     An unknown run id, or one of another inventory, is an input error."""
     from orchestrator.journal import Journal, JournalError
@@ -200,20 +200,28 @@ def _recorded(inv: Any, run_id: str | None) -> tuple[RunResult, list[NodeState]]
             run_id = last.run_id
         try:
             result, states = journal.run_result(run_id), journal.node_states(run_id)
+            digest = journal.inventory_digest(run_id)
         except JournalError as exc:
             _fail(str(exc), ExitCode.INVALID_INPUT)
     if Path(result.inventory_path).resolve() != inv.path.resolve():
         _fail(f"run {run_id} belongs to {result.inventory_path}, not {inv.path}", ExitCode.INVALID_INPUT)
-    return result, states
+    return result, states, digest
 
 
 def _resume_state(inv: Any, run_id: str | None) -> ResumeState:
     from orchestrator.resume import resume_state
+    from orchestrator.rollout import inventory_digest
 
     recorded = _recorded(inv, run_id)
     if recorded is None:
         _fail(f"nothing to resume: no run recorded (journal {inv.journal})", ExitCode.INVALID_INPUT)
-    state = resume_state(*recorded)
+    result, states, digest = recorded
+    state = resume_state(result, states)
+    if digest != inventory_digest(inv.path):
+        # Often on purpose (a longer timeout, a node fixed by hand); worth saying, not refusing.
+        err.print(
+            f"[yellow]warning:[/] {inv.path} changed since run {state.run_id}; resuming with it as it is now"
+        )
     if not state.pending:
         out.print(f"nothing to resume: every node of run {state.run_id} is done")
         raise typer.Exit(int(ExitCode.SUCCEEDED))

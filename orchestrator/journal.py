@@ -428,6 +428,11 @@ class Journal:
 
     # -- reading ---------------------------------------------------------------------------------
 
+    def inventory_digest(self, run_id: str) -> str:
+        """The SHA-256 of the inventory file as that run read it."""
+        with self._read() as conn:
+            return str(_require_run(conn, run_id)["inventory_digest"])
+
     def node_durations(self, inventory_path: str | os.PathLike[str], runs: int = 5) -> list[float]:
         """Seconds each node took, from its first phase after preflight to its last event, for the
         nodes done in the last `runs` finished runs of this inventory (oldest data first)."""

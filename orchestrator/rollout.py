@@ -89,7 +89,7 @@ def load_balancer(inv: Inventory) -> LoadBalancer:
     return NoBalancer()
 
 
-def _digest(path: Path) -> str:
+def inventory_digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
@@ -169,7 +169,7 @@ class Rollout:
             journal.begin_run(
                 self.run_id,
                 str(inv.path),
-                _digest(inv.path),
+                inventory_digest(inv.path),
                 static_plan(inv).to_json(),
                 [(n.name, n.host, n.group) for n in inv.nodes],
             )
@@ -386,4 +386,12 @@ def _monotonic_deadline(finish_by: datetime | None) -> float | None:
     return time.monotonic() + (finish_by - utc_now()).total_seconds()
 
 
-__all__ = ["InvalidInput", "Locked", "Rollout", "RunOptions", "load_balancer", "static_plan"]
+__all__ = [
+    "InvalidInput",
+    "Locked",
+    "Rollout",
+    "RunOptions",
+    "inventory_digest",
+    "load_balancer",
+    "static_plan",
+]

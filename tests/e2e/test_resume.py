@@ -27,6 +27,7 @@ def test_resume_brings_back_a_node_an_operator_unstuck(farm: Any) -> None:
 
     resumed = f.run(command="resume")
     assert resumed.code == ExitCode.SUCCEEDED, resumed.stdout + resumed.stderr
+    assert "changed since run" not in resumed.stderr  # the same inventory as the first run
     assert resumed.report is not None
     assert resumed.report["plan"]["resumes"] == first.report["run_id"]
     node = resumed.node("web-01")
@@ -72,8 +73,11 @@ def test_after_a_crash_status_says_so_and_resume_finishes_the_run(farm: Any, tmp
     assert "incomplete" in status and "did not finish: its process is gone" in status
     assert "web-01" in status and "interrupted" in status
 
+    # The operator adjusts the inventory before resuming: allowed, and said.
+    f.inventory.write_text(f.inventory.read_text() + "# stop timeout reviewed after the crash\n")
     resumed = f.run(command="resume")
     assert resumed.code == ExitCode.SUCCEEDED, resumed.stdout + resumed.stderr
+    assert "changed since run" in resumed.stderr
     assert "web-01 at stop" in resumed.stdout
     assert all(resumed.node(n)["outcome"] == "done" for n in ("web-01", "web-02"))
     assert "succeeded" in f.run_status()
