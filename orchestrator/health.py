@@ -49,7 +49,6 @@ class HealthChecker:
     def __init__(self) -> None:
         self._session: aiohttp.ClientSession | None = None
         self._contexts: dict[str, ssl.SSLContext] = {}
-        self.requests = 0
 
     async def __aenter__(self) -> HealthChecker:
         return self
@@ -81,7 +80,6 @@ class HealthChecker:
     async def probe(self, spec: HealthSpec, url: str | None = None) -> Probe:
         target = url or spec.url
         started = time.monotonic()
-        self.requests += 1
         try:
             async with self._client().get(
                 target,

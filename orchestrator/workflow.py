@@ -100,7 +100,6 @@ class Workflow:
         )
         self.ctx = ActionContext(
             session=self.session,
-            node=self.job.name,
             call_timeout=self.job.call_timeout,
             escalation=self.job.escalation,
             note=self._notes.append,

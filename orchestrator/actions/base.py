@@ -32,7 +32,6 @@ class PhaseFailed(Exception):
 @dataclass
 class ActionContext:
     session: Session
-    node: str
     call_timeout: float
     escalation: str  # none | kill-workers
     note: Note  # records progress lines into the phase's detail and the event stream

@@ -71,7 +71,6 @@ class Session:
         self.target = target
         self._lock = asyncio.Lock()
         self._pool: Any = None
-        self.calls = 0
         self.connects = 0  # pools opened: more than one means the node dropped us at least once
 
     async def invoke(self, *pipeline: Cmd, timeout: float, retry: bool = True) -> Invocation:
@@ -168,7 +167,6 @@ class Session:
                     ps.add_parameter(name, value)
                 for switch in cmd.switches:
                     ps.add_parameter(switch, True)
-            self.calls += 1
             ps.begin_invoke()
             while ps.state == PSInvocationState.RUNNING:
                 if cancel.is_set():
