@@ -27,7 +27,6 @@ class RunRecorder:
         self.journal = journal
         self.events = events
         self.progress = progress
-        self.services_before: dict[str, dict[str, str]] = {}
 
     def phase(
         self, node: str, phase: Phase, status: PhaseStatus, detail: str = "", error: ErrorInfo | None = None
@@ -49,7 +48,14 @@ class RunRecorder:
             log.info("phase", **fields)
 
     def node_state(
-        self, node: str, *, rotation: Rotation, services: dict[str, str], outcome: str, reason: str | None
+        self,
+        node: str,
+        *,
+        rotation: Rotation,
+        services: dict[str, str],
+        services_before: dict[str, str],
+        outcome: str,
+        reason: str | None,
     ) -> None:
         node_outcome: NodeOutcome = outcome  # type: ignore[assignment]
         self.journal.set_node_state(
@@ -59,7 +65,7 @@ class RunRecorder:
             services=services,
             outcome=node_outcome,
             reason=reason,
-            services_before=self.services_before.get(node),
+            services_before=services_before or None,
         )
         self._emit(
             NodeFinished(

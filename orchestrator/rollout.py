@@ -144,7 +144,7 @@ class Rollout:
 
     async def run(self) -> RunResult:
         inv = self.inv
-        static_plan(inv)
+        planned = static_plan(inv)
         creds = {}
         for node in inv.nodes:
             try:
@@ -170,7 +170,7 @@ class Rollout:
                 self.run_id,
                 str(inv.path),
                 inventory_digest(inv.path),
-                static_plan(inv).to_json(),
+                planned.to_json(),
                 [(n.name, n.host, n.group) for n in inv.nodes],
             )
             recorder = RunRecorder(
@@ -207,6 +207,7 @@ class Rollout:
                     untouched.name,
                     rotation=untouched.rotation,
                     services={},
+                    services_before=untouched.services_before,
                     outcome=untouched.outcome,
                     reason=None,
                 )
@@ -259,7 +260,6 @@ class Rollout:
                 # What ran before the *first* attempt is what must run again, not what the
                 # interrupted attempt left stopped.
                 flow.adopt_services_before(earlier)
-            recorder.services_before[flow.job.name] = flow.result.services_before
         if not all(oks):
             for flow in flows.values():
                 if flow.result.outcome != "failed":

@@ -75,7 +75,14 @@ class Recorder(Protocol):
     ) -> None: ...
 
     def node_state(
-        self, node: str, *, rotation: Rotation, services: dict[str, str], outcome: str, reason: str | None
+        self,
+        node: str,
+        *,
+        rotation: Rotation,
+        services: dict[str, str],
+        services_before: dict[str, str],
+        outcome: str,
+        reason: str | None,
     ) -> None: ...
 
     def rotation(self, node: str, rotation: Rotation) -> None:
@@ -155,6 +162,7 @@ class Workflow:
             self.job.name,
             rotation=self.result.rotation,
             services=self.result.services_after,
+            services_before=self.result.services_before,
             outcome="failed",
             reason=self.result.left_out_reason,
         )
@@ -296,6 +304,7 @@ class Workflow:
             self.job.name,
             rotation=self.result.rotation,
             services=self.result.services_after,
+            services_before=self.result.services_before,
             outcome=outcome,
             reason=self.result.left_out_reason,
         )
