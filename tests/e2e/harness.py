@@ -165,28 +165,21 @@ def max_concurrent(intervals: dict[str, tuple[float, float]]) -> int:
     return peak
 
 
+def wait_for_event(events: Path, deadline: float, **match: str) -> None:
+    """Until the run's event stream has a line whose fields include `match`."""
+    while time.monotonic() < deadline:
+        if events.exists():
+            for line in events.read_text().splitlines():
+                e = json.loads(line)
+                if all(e.get(key) == value for key, value in match.items()):
+                    return
+        time.sleep(0.05)
+    raise AssertionError(f"no event with {match}")
+
+
 def wait_for_phase(events: Path, node: str, phase: str, deadline: float) -> None:
     """Until the run's event stream shows `node` entering `phase`."""
-    while time.monotonic() < deadline:
-        if events.exists():
-            for line in events.read_text().splitlines():
-                e = json.loads(line)
-                if e.get("event") == "phase" and e["node"] == node and e["phase"] == phase:
-                    return
-        time.sleep(0.05)
-    raise AssertionError(f"{node} never reached {phase}")
-
-
-def wait_for_event(events: Path, event: str, node: str, deadline: float) -> None:
-    """Until the run's event stream has an `event` line about `node`."""
-    while time.monotonic() < deadline:
-        if events.exists():
-            for line in events.read_text().splitlines():
-                e = json.loads(line)
-                if e.get("event") == event and e.get("node") == node:
-                    return
-        time.sleep(0.05)
-    raise AssertionError(f"no {event} for {node}")
+    wait_for_event(events, deadline, event="phase", node=node, phase=phase)
 
 
 def wait_for_line(proc: subprocess.Popen[str], text: str, deadline: float) -> None:

@@ -103,7 +103,7 @@ def test_a_canary_whose_health_does_not_hold_during_the_bake_stops_the_rollout(
     )
     events = tmp_path / "events.jsonl"
     proc = f.start_run("--events", str(events), "--report", str(tmp_path / "r.json"))
-    wait_for_event(events, "node_finished", "web-01", time.monotonic() + 60)
+    wait_for_event(events, time.monotonic() + 60, event="node_finished", node="web-01")
     # The canary is back and baking; then its site breaks.
     f.client("web-01").execute_ps("Stop-Service -Name W3SVC -Force")
     proc.communicate(timeout=60)  # well before the 30 s bake would have ended
