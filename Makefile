@@ -6,28 +6,31 @@ RUN    := run/demo
 
 .PHONY: venv lint test demo bench clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml simfarm/pyproject.toml
 	python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -m pip install --quiet -e '.[dev]' -e './simfarm[test]'
 	touch $(STAMP)
 
 venv: $(STAMP)
 
+# The farm is checked from its own folder: both distributions have a `tests` package.
 lint: venv
-	$(VENV)/bin/ruff check orchestrator tests bench
-	$(VENV)/bin/ruff format --check orchestrator tests bench
+	$(VENV)/bin/ruff check orchestrator tests bench simfarm
+	$(VENV)/bin/ruff format --check orchestrator tests bench simfarm
 	$(VENV)/bin/mypy orchestrator tests bench
+	cd simfarm && $(abspath $(VENV))/bin/mypy simfarm tests
 
 test: lint
 	$(VENV)/bin/pytest -q
+	cd simfarm && $(abspath $(VENV))/bin/pytest -q
 
 # Start the simulated farm from inventories/demo.yaml, roll a restart over it, print the summary,
 # stop the farm (by its PID) whatever the outcome, and exit with the run's exit code.
 demo: venv
 	@mkdir -p $(RUN)
 	@rm -rf $(RUN)/farm
-	@$(PY) -m orchestrator sim --inventory inventories/demo.yaml --describe $(RUN)/farm.json --workdir $(RUN)/farm \
+	@$(PY) -m simfarm --inventory inventories/demo.yaml --describe $(RUN)/farm.json --workdir $(RUN)/farm \
 		> $(RUN)/sim.out 2> $(RUN)/sim.log & echo $$! > $(RUN)/sim.pid; \
 	for i in $$(seq 1 300); do grep -qx ready $(RUN)/sim.out 2>/dev/null && break; \
 		kill -0 $$(cat $(RUN)/sim.pid) 2>/dev/null || break; sleep 0.1; done; \

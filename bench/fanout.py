@@ -1,6 +1,6 @@
 """Fan-out cost: one RunspacePool and one `Get-Service` on every node of a simulated farm.
 
-The farm runs in its own process (`python -m orchestrator.sim.farm`), so the client's CPU (this
+The farm runs in its own process (`python -m simfarm.farm`), so the client's CPU (this
 process, all threads: `resource.getrusage(RUSAGE_SELF)`) and the farm's CPU (psutil `cpu_times()`
 of the farm process, before and after the fan-out) are measured apart. Printed, never asserted:
 
@@ -30,8 +30,7 @@ from typing import Any
 from farmproc import exit_on_sigterm, start_farm, stop_farm
 from pypsrp.powershell import PowerShell, RunspacePool
 from pypsrp.wsman import WSMan
-
-from orchestrator.sim.events import read_events
+from simfarm.events import read_events
 
 # A loopback block no other bench, test or demo farm uses, so runs never share listeners.
 BASE_ADDRESS = "127.0.7.1"

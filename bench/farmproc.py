@@ -33,13 +33,13 @@ class FarmProcess:
 
 
 def start_farm(farm_args: list[str], workdir: Path) -> FarmProcess:
-    """`python -m orchestrator.sim.farm FARM_ARGS`, waited for; the workdir keeps its event log."""
+    """`python -m simfarm.farm FARM_ARGS`, waited for; the workdir keeps its event log."""
     describe = workdir / "farm.json"
     log = workdir / "farm.log"
     command = [
         sys.executable,
         "-m",
-        "orchestrator.sim.farm",
+        "simfarm.farm",
         *farm_args,
         "--describe",
         str(describe),

@@ -1,6 +1,6 @@
 """Rollout cost and scheduling quality: the real coordinator against a simulated farm.
 
-The farm runs in its own process (`python -m orchestrator.sim.farm --inventory ...`); the
+The farm runs in its own process (`python -m simfarm.farm --inventory ...`); the
 coordinator (`Rollout(inventory).run()`, as `orchestrator run` calls it) runs in this one, so this
 process's CPU time (`time.process_time`, every thread included) is the orchestrator's alone (the
 farm's is read with psutil, for comparison).
@@ -52,14 +52,14 @@ from typing import Any
 
 import yaml
 from farmproc import exit_on_sigterm, start_farm, stop_farm
+from simfarm.config import SimConfig
+from simfarm.events import read_events as read_farm_events
 
 from orchestrator.inventory import load_inventory
 from orchestrator.log import configure_logging
 from orchestrator.report.events import EventStream, NodeFinished, PhaseEvent, read_events
 from orchestrator.results import RunResult
 from orchestrator.rollout import Rollout, RunOptions
-from orchestrator.sim.config import SimConfig
-from orchestrator.sim.events import read_events as read_farm_events
 
 # A loopback block of its own, so the bench never shares listeners with tests or the demo.
 BASE_BLOCK = "127.0.8"

@@ -296,25 +296,20 @@ def schema(
         sys.stdout.write(json.dumps(json_schema(), indent=2) + "\n")
 
 
-@app.command()
-def sim(
-    inventory: Annotated[Path | None, typer.Option(help="Simulate the nodes of this inventory.")] = None,
-    nodes: Annotated[int | None, typer.Option(help="Or simulate N nodes web-001... instead.")] = None,
-    describe: Annotated[
-        Path | None, typer.Option(help="Write the farm's addresses and credentials here.")
-    ] = None,
-    workers: Annotated[int, typer.Option(help="Spread the nodes over this many processes.")] = 1,
-    base_address: Annotated[str | None, typer.Option(help="First loopback address (with --nodes).")] = None,
-    workdir: Annotated[
-        Path | None, typer.Option(help="Keep the farm's CA and event log here (default: a temporary folder).")
-    ] = None,
-) -> None:
-    """Run the simulated Windows farm until SIGINT/SIGTERM; prints `ready` once every listener accepts."""
-    from orchestrator.sim.farm import run_sim
-
-    if (inventory is None) == (nodes is None):
-        _fail("give exactly one of --inventory or --nodes", ExitCode.INVALID_INPUT)
-    raise typer.Exit(run_sim(inventory, nodes, describe, workers, base_address, workdir))
+@app.command(
+    context_settings={"allow_extra_args": True, "ignore_unknown_options": True, "help_option_names": []},
+)
+def sim(ctx: typer.Context) -> None:
+    """Run the simulated Windows farm (the `simfarm` command, when it is installed); `sim --help`."""
+    try:
+        from simfarm.farm import main as simfarm_main
+    except ImportError:
+        _fail(
+            "the simulated farm is not installed; from the repository: pip install ./simfarm "
+            "(see docs/simulated-farm.md)",
+            ExitCode.INVALID_INPUT,
+        )
+    raise typer.Exit(simfarm_main(list(ctx.args)))
 
 
 @app.command()

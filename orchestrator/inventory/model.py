@@ -319,7 +319,7 @@ class InventoryFile(_Model):
     journal: Text = ".orchestrator/journal.sqlite"
     """SQLite run journal, relative to the inventory file."""
     sim: Any = None
-    """Settings of the simulated farm; read by `orchestrator sim`, ignored here."""
+    """An extension slot: the simulated farm's settings, read by the farm; not modelled here."""
 
 
 def json_schema() -> dict[str, Any]:

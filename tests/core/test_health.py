@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 from aiohttp import web
+from simfarm.certs import FarmCA
 
 from orchestrator.health import HealthChecker, HealthSpec, Unhealthy
-from orchestrator.sim.certs import FarmCA
 
 ADDRESS = "127.0.61.1"
 

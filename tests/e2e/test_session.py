@@ -8,13 +8,13 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from simfarm.config import SimConfig
+from simfarm.farm import Farm, serve_farm
+from simfarm.scm import ServiceState
 
 from orchestrator.remote import cmdlets
 from orchestrator.remote.errors import RemoteError
 from orchestrator.remote.session import Session, Target
-from orchestrator.sim.config import SimConfig
-from orchestrator.sim.farm import Farm, serve_farm
-from orchestrator.sim.scm import ServiceState
 
 ADDRESS = "127.0.60.1"
 FAST = {"timings": {"default": {"stop": {"low": 0.01, "high": 0.02}, "start": {"low": 0.01, "high": 0.02}}}}

@@ -1,0 +1,5 @@
+import sys
+
+from simfarm.farm import main
+
+sys.exit(main())
