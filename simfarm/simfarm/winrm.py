@@ -19,7 +19,7 @@ from aiohttp import web
 from aiohttp.web_request import BaseRequest
 
 from simfarm import auth, wsman
-from simfarm.accounts import account_of
+from simfarm.accounts import canonical
 from simfarm.auth import AccountFile, ConnectionAuth, ListenerSecurity
 from simfarm.certs import NodeCertificate
 from simfarm.node import SimNode
@@ -244,7 +244,7 @@ class _Exchange:
             "winrm_request",
             action=_SHORT_ACTIONS.get(request.action, request.action),
             shell=request.shell_id,
-            user=account_of(user),
+            user=canonical(user, self.node.config.username),
         )
 
     def _client_ip(self) -> str:

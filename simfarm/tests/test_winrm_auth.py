@@ -9,7 +9,8 @@ from typing import Any
 import pytest
 import requests
 from pypsrp.client import Client
-from pypsrp.exceptions import AuthenticationError
+from pypsrp.exceptions import AuthenticationError, WSManFaultError
+from pypsrp.shell import WinRS
 from pypsrp.wsman import WSMan
 
 from simfarm.config import NodeSim, SimConfig, WinRMConfig, WrongCredentials
@@ -127,6 +128,36 @@ async def test_node_with_wrong_credentials_fault_rejects_the_farm_account(start_
 async def test_domain_qualified_user_is_the_local_account(farm, in_thread):
     desc = {**farm.describe(), "username": "web-001\\" + farm.config.username}
     assert await in_thread(_hostname, desc, ssl=False, auth="ntlm") == "web-001"
+
+
+async def test_every_spelling_of_the_account_is_one_user_for_quotas_and_the_log(start_farm, in_thread):
+    farm = await start_farm(SimConfig(winrm=WinRMConfig(max_shells_per_user=2)))
+    desc = farm.describe()
+    user = farm.config.username
+    spellings = [f"WEB-001\\{user.upper()}", f"{user}@web-001", user]
+
+    def shells_as(names: list[str]) -> list[bool]:
+        opened: list[WinRS] = []
+        results = []
+        for name in names:
+            # pypsrp documents cert_validation as a bool or a CA bundle path, though it annotates bool.
+            tls: dict[str, Any] = {"ssl": True, "auth": "basic", "cert_validation": str(farm.ca_file)}
+            shell = WinRS(WSMan(ADDRESS, username=name, password=desc["password"], **tls))
+            try:
+                shell.open()
+            except WSManFaultError:
+                results.append(False)
+            else:
+                opened.append(shell)
+                results.append(True)
+        for shell in opened:
+            shell.close()
+        return results
+
+    # Two shells under two spellings fill the one account's quota of two: the third spelling is refused.
+    assert await in_thread(shells_as, spellings) == [True, True, False]
+    users = {e["user"] for e in read_events(farm.events_path) if e["kind"] == "winrm_request"}
+    assert users == {user}
 
 
 async def test_requests_are_logged_without_secrets(farm, in_thread):

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from psrpcore.types import ErrorCategory, ErrorCategoryInfo, ErrorRecord, NETException, add_note_property
+from psrpcore.types import ErrorCategory, ErrorCategoryInfo, ErrorRecord, NETException, PSNoteProperty
 
 from simfarm.scm import ServiceControllerError, ServiceTimeoutError, Win32Error
 
@@ -60,8 +60,9 @@ def exception(
     exc.PSObject.to_string = f"{HIERARCHY[kind][0]}: {message}"
     if inner is not None:
         exc.InnerException = inner
+    # Properties of the derived .NET type (NativeErrorCode, ServiceName...) are adapted, like Message.
     for name, value in extra.items():
-        add_note_property(exc, name, value)
+        exc.PSObject.adapted_properties.append(PSNoteProperty(name, value))
     return exc
 
 

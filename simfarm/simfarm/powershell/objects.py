@@ -1,11 +1,19 @@
-"""The objects the simulated cmdlets write, with the .NET type names and properties real ones have."""
+"""The objects the simulated cmdlets write, with the .NET type names and properties real ones have.
+
+Remoting serializes an object's own .NET (or CIM) properties as adapted properties (`<Props>`,
+MS-PSRP 2.2.5.2.8) and only its ETS members as extended ones (`<MS>`, 2.2.5.2.9): the alias and script
+properties of PowerShell's types.ps1xml (`Name` on a ServiceController or a Process, `Handles`, `WS`,
+`Path`, ...), and note properties. `PSComputerName`, `RunspaceId` and `PSShowComputerName` are not
+added here: on Windows the client's Invoke-Command adds them to what it receives, so a raw PSRP client
+never sees them on a ServiceController or a Process; a CIM instance carries `PSComputerName` itself.
+"""
 
 from __future__ import annotations
 
 import datetime
 from typing import Any
 
-from psrpcore.types import PSEnumBase, PSObject, PSType, add_note_property
+from psrpcore.types import PSEnumBase, PSNoteProperty, PSObject, PSType, add_alias_property, add_note_property
 
 from simfarm.iis import AppPool
 from simfarm.processes import Process
@@ -39,20 +47,32 @@ class ServiceType(PSEnumBase):
     Win32ShareProcess = 32
 
 
-def _typed(type_names: list[str], to_string: str, props: dict[str, Any]) -> PSObject:
+def _typed(
+    type_names: list[str],
+    to_string: str,
+    adapted: dict[str, Any],
+    *,
+    aliases: dict[str, str] | None = None,
+    notes: dict[str, Any] | None = None,
+) -> PSObject:
+    """An object with its .NET/CIM properties adapted and its ETS members (aliases, notes) extended."""
     obj = PSObject()
     obj.PSObject.type_names = type_names
     obj.PSObject.to_string = to_string
-    for name, value in props.items():
+    for name, value in adapted.items():
+        obj.PSObject.adapted_properties.append(PSNoteProperty(name, value))
+    for name, target in (aliases or {}).items():
+        add_alias_property(obj, name, target)
+    for name, value in (notes or {}).items():
         add_note_property(obj, name, value)
     return obj
 
 
 def service_controller(svc: Service, scm: ServiceControlManager, *, shallow: bool = False) -> PSObject:
     """System.ServiceProcess.ServiceController; nested controllers (shallow) omit their own arrays,
-    as remoting's serialization depth does."""
+    as remoting's serialization depth does. `Name` and `RequiredServices` are types.ps1xml aliases."""
+    aliases = {"Name": "ServiceName"}
     props: dict[str, Any] = {
-        "Name": svc.name,
         "CanPauseAndContinue": False,
         "CanShutdown": svc.state == ServiceState.Running,
         "CanStop": svc.state == ServiceState.Running and svc.spec.stoppable,
@@ -68,9 +88,11 @@ def service_controller(svc: Service, scm: ServiceControlManager, *, shallow: boo
         props["ServicesDependedOn"] = [
             service_controller(d, scm, shallow=True) for d in scm.depends_on(svc.name)
         ]
+        aliases["RequiredServices"] = "ServicesDependedOn"
+    props["Status"] = ServiceControllerStatus(int(svc.state))
     props["ServiceType"] = ServiceType.KernelDriver if svc.spec.driver else ServiceType.Win32ShareProcess
     props["StartType"] = ServiceStartMode[svc.start_type]
-    props["Status"] = ServiceControllerStatus(int(svc.state))
+    props["Site"] = props["Container"] = None
     return _typed(
         [
             "System.ServiceProcess.ServiceController",
@@ -80,12 +102,14 @@ def service_controller(svc: Service, scm: ServiceControlManager, *, shallow: boo
         ],
         "System.ServiceProcess.ServiceController",
         props,
+        aliases=aliases,
     )
 
 
 def process(proc: Process, session_id: int = 0) -> PSObject:
-    """System.Diagnostics.Process with the properties Get-Process's default view shows."""
+    """System.Diagnostics.Process: .NET properties adapted; Get-Process's short names are ETS members."""
     start = datetime.datetime.fromtimestamp(proc.start_time)
+    path = None if proc.protected else proc.command_line.split(" -")[0].strip('"')
     return _typed(
         [
             "System.Diagnostics.Process",
@@ -95,21 +119,30 @@ def process(proc: Process, session_id: int = 0) -> PSObject:
         ],
         f"System.Diagnostics.Process ({proc.name})",
         {
-            "Name": proc.name,
-            "Id": proc.pid,
-            "ProcessName": proc.name,
-            "Handles": 0,
-            "CPU": 0.0,
-            "WS": 0,
-            "PM": 0,
-            "NPM": 0,
-            "VM": 0,
-            "SI": session_id,
-            "SessionId": session_id,
-            "Path": None if proc.protected else proc.command_line.split(" -")[0].strip('"'),
-            "StartTime": start,
+            "BasePriority": 8,
+            "HandleCount": 0,
             "HasExited": False,
+            "Id": proc.pid,
+            "MachineName": ".",
+            "NonpagedSystemMemorySize64": 0,
+            "PagedMemorySize64": 0,
+            "ProcessName": proc.name,
+            "SessionId": session_id,
+            "StartTime": start,
+            "VirtualMemorySize64": 0,
+            "WorkingSet64": 0,
         },
+        aliases={
+            "Name": "ProcessName",
+            "SI": "SessionId",
+            "Handles": "HandleCount",
+            "VM": "VirtualMemorySize64",
+            "WS": "WorkingSet64",
+            "PM": "PagedMemorySize64",
+            "NPM": "NonpagedSystemMemorySize64",
+        },
+        # Script properties in types.ps1xml; serialized with their values.
+        notes={"Path": path, "CPU": 0.0},
     )
 
 
@@ -121,6 +154,8 @@ _WIN32_STATE = {
 }
 _START_MODE = {"Automatic": "Auto", "Manual": "Manual", "Disabled": "Disabled"}
 _CIM = "Microsoft.Management.Infrastructure.CimInstance"
+# A CIM instance names the computer it came from; null for a query on the local machine.
+_CIM_NOTES = {"PSComputerName": None}
 
 
 def win32_service(svc: Service, pid: int) -> PSObject:
@@ -153,8 +188,8 @@ def win32_service(svc: Service, pid: int) -> PSObject:
             "CheckPoint": 0,
             "WaitHint": 0,
             "SystemName": None,
-            "PSComputerName": None,
         },
+        notes=_CIM_NOTES,
     )
 
 
@@ -167,16 +202,18 @@ def process_create_result(pid: int, return_value: int) -> PSObject:
             "System.Object",
         ],
         "Microsoft.Management.Infrastructure.CimMethodResult",
-        {"ProcessId": pid, "ReturnValue": return_value, "PSComputerName": None},
+        {"ProcessId": pid, "ReturnValue": return_value},
+        notes=_CIM_NOTES,
     )
 
 
 def apppool_state(pool: AppPool) -> PSObject:
-    """Get-WebAppPoolState: an object whose Value is the pool's state name."""
+    """Get-WebAppPoolState: a PSCustomObject (all note properties) whose Value is the pool's state."""
     return _typed(
         ["System.Management.Automation.PSCustomObject", "System.Object"],
         "",
-        {"Name": pool.name, "Value": pool.state.name},
+        {},
+        notes={"Name": pool.name, "Value": pool.state.name},
     )
 
 
@@ -208,6 +245,6 @@ def win32_process(proc: Process) -> PSObject:
             "CommandLine": None if proc.protected else proc.command_line,
             "ExecutablePath": None if proc.protected else proc.command_line.split(" -")[0].strip('"'),
             "SessionId": 0,
-            "PSComputerName": None,
         },
+        notes=_CIM_NOTES,
     )
