@@ -319,16 +319,9 @@ def run_sim(
             if exc.errno != errno.EADDRINUSE:
                 raise
             # The usual cause is a farm (or anything else) already serving these addresses.
-            print(f"error: cannot listen: {exc.strerror} ({_address_of(exc)})", file=sys.stderr, flush=True)
+            print(f"error: {exc.strerror} (is another farm running?)", file=sys.stderr, flush=True)
             return 2
     return 0
-
-
-def _address_of(exc: OSError) -> str:
-    """asyncio's bind error names the address in its message, not in attributes."""
-    text = str(exc)
-    start = text.find("(")
-    return text[start + 1 : text.find(")", start)] if start >= 0 else text
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -12,7 +12,8 @@ from pathlib import Path
 
 from simfarm.config import SimConfig
 
-REPO = Path(__file__).resolve().parents[2]
+# The distribution root, so `-m simfarm.farm` imports this checkout even where it is not installed.
+REPO = Path(__file__).resolve().parents[1]
 
 
 def _accepts(address: str, port: int) -> bool:
@@ -119,3 +120,16 @@ async def test_non_loopback_host_is_refused(tmp_path):
     assert (
         f"{inventory}:3:5: nodes[0].host: the simulated farm serves loopback addresses only" in err.decode()
     )
+
+
+async def test_an_address_already_in_use_is_one_clear_line(tmp_path):
+    with socket.socket() as held:
+        held.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        held.bind(("127.0.54.1", 5985))
+        held.listen()
+        proc = await _start_sim("--nodes", "1", "--base-address", "127.0.54.1", cwd=tmp_path)
+        _out, err = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode == 2
+    lines = err.decode().splitlines()
+    assert len(lines) == 1, lines
+    assert "address already in use" in lines[0] and "127.0.54.1" in lines[0]
