@@ -11,6 +11,7 @@ $(STAMP): pyproject.toml simfarm/pyproject.toml
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[dev]' -e './simfarm[test]'
 	touch $(STAMP)
+	@echo "installed: run '. $(VENV)/bin/activate' to put the orchestrator command on your PATH"
 
 venv: $(STAMP)
 
@@ -34,8 +35,9 @@ demo: venv
 		> $(RUN)/sim.out 2> $(RUN)/sim.log & echo $$! > $(RUN)/sim.pid; \
 	for i in $$(seq 1 300); do grep -qx ready $(RUN)/sim.out 2>/dev/null && break; \
 		kill -0 $$(cat $(RUN)/sim.pid) 2>/dev/null || break; sleep 0.1; done; \
-	if ! grep -qx ready $(RUN)/sim.out; then echo "simulated farm did not start:"; cat $(RUN)/sim.log; \
-		kill $$(cat $(RUN)/sim.pid) 2>/dev/null; exit 1; fi; \
+	if ! grep -qx ready $(RUN)/sim.out; then kill $$(cat $(RUN)/sim.pid) 2>/dev/null; \
+		echo "make demo: the simulated farm did not start: $$(sed 's/^error: //' $(RUN)/sim.log | paste -sd ' ')" >&2; \
+		exit 1; fi; \
 	$(PY) -m orchestrator run inventories/demo.yaml --report $(RUN)/report.json --events $(RUN)/run-events.jsonl; \
 	rc=$$?; kill $$(cat $(RUN)/sim.pid); wait; \
 	echo "report: $(RUN)/report.json  farm event log: $$($(PY) -c 'import json;print(json.load(open("$(RUN)/farm.json"))["events"])')"; \
