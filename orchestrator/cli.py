@@ -226,8 +226,8 @@ def _roll(
 ) -> NoReturn:
     from orchestrator.log import configure_logging
     from orchestrator.report import print_summary, write_html, write_json_report, write_junit
-    from orchestrator.report.console import LiveProgress
     from orchestrator.report.events import EventStream, RunFinished
+    from orchestrator.report.progress import LiveProgress
     from orchestrator.results import compute_totals, exit_code_for
     from orchestrator.rollout import InvalidInput, Locked, Rollout, RunOptions
 
@@ -235,9 +235,11 @@ def _roll(
     inv = _load(inventory)
     state = _resume_state(inv, run_id) if resuming else None
     stream = EventStream(events) if events else None
-    progress = LiveProgress([n.name for n in inv.nodes], out, enabled=sys.stdout.isatty())
+    # A live view on a terminal, plain lines otherwise (cron mail, CI logs).
+    progress = LiveProgress([n.name for n in inv.nodes], out)
     try:
-        rollout = Rollout(inv, RunOptions(recorder_events=stream, progress=progress), resume=state)
+        options = RunOptions(recorder_events=stream, progress=progress, on_start=progress.started)
+        rollout = Rollout(inv, options, resume=state)
         with progress:
             result = asyncio.run(rollout.run())
     except InvalidInput as exc:

@@ -12,7 +12,7 @@ import hashlib
 import signal
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -33,7 +33,7 @@ from orchestrator.plan import Plan, PlanError, make_plan
 from orchestrator.recording import RunRecorder
 from orchestrator.remote.session import Session
 from orchestrator.report.console import LiveProgress
-from orchestrator.report.events import EventStream
+from orchestrator.report.events import EventStream, RunStarted
 from orchestrator.results import NodeResult, Phase, RunOutcome, RunResult, exit_code_for, utc_now
 from orchestrator.resume import ResumeState
 from orchestrator.schedule import Done, Scheduler, Start, Wait, history_estimate
@@ -62,6 +62,8 @@ class RunOptions:
     environ: Mapping[str, str] | None = None
     recorder_events: EventStream | None = None  # when the operator asked for one
     progress: LiveProgress | None = None  # on a terminal
+    # Told once the run holds the lock and is recorded (live header, notifications); must not block.
+    on_start: Callable[[RunStarted], None] | None = None
 
 
 def static_plan(inv: Inventory) -> Plan:
@@ -173,6 +175,16 @@ class Rollout:
                 planned.to_json(),
                 [(n.name, n.host, n.group) for n in inv.nodes],
             )
+            if self.options.on_start is not None:
+                self.options.on_start(
+                    RunStarted(
+                        at=started,
+                        run_id=self.run_id,
+                        inventory_path=str(inv.path.resolve()),
+                        nodes=[n.name for n in inv.nodes],
+                        plan=planned.to_json(),
+                    )
+                )
             recorder = RunRecorder(
                 self.run_id,
                 journal,

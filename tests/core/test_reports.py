@@ -30,6 +30,7 @@ from orchestrator.report import (
     write_json_report,
     write_junit,
 )
+from orchestrator.report.progress import estimate_remaining
 from orchestrator.results import ErrorInfo, NodeResult, PhaseResult, RunResult
 
 T0 = datetime(2025, 3, 1, 2, 0, tzinfo=UTC)
@@ -335,18 +336,50 @@ def test_a_preflighted_node_shows_as_waiting_for_its_turn() -> None:
     assert out.getvalue().splitlines() == ["02:00:01Z web01 preflight ok: waiting for its turn"]
 
 
-def test_live_progress_on_a_terminal_redraws_a_table_and_can_be_silenced() -> None:
+def test_live_progress_on_a_terminal_keeps_finished_nodes_above_and_can_be_silenced() -> None:
     out = io.StringIO()
     with LiveProgress(["web01", "web02"], Console(file=out, force_terminal=True, width=120)) as progress:
         for event in progress_events():
             progress.update(event)
     plain = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", out.getvalue())
-    assert "1/2 nodes finished" in plain and "web02" in plain and "left [red]drained" in plain
+    assert "web01 failed (rotation out): left [red]drained" in plain
     quiet = io.StringIO()
     with LiveProgress(["web01"], Console(file=quiet, force_terminal=True), enabled=False) as progress:
         for event in progress_events():
             progress.update(event)
     assert quiet.getvalue() == ""
+
+
+def test_live_header_tells_run_elapsed_estimate_counts_budget_floor_and_window() -> None:
+    now = [100.0]
+    plan = {
+        "limits": {"window": 2, "min_healthy": 3, "max_unavailable": 2, "groups": {}},
+        "failure_budget": {"max_failures": 1},
+        "batches": [["a", "b", "c", "d", "e"]],
+        "finish_by": "2030-01-01T06:00:00+00:00",
+    }
+    progress = LiveProgress(
+        list("abcde"), Console(file=io.StringIO(), force_terminal=False), clock=lambda: now[0]
+    )
+    assert progress.header().startswith("starting")
+    progress.started(RunStarted(at=at(0), run_id="r-7", inventory_path="/x", nodes=list("abcde"), plan=plan))
+    for node in ("a", "b"):
+        progress.update(PhaseEvent(at=at(1), run_id="r-7", node=node, phase="drain", status="started"))
+    assert "est. -" in progress.header()  # nothing observed yet
+    now[0] = 160.0
+    progress.update(NodeFinished(at=at(60), run_id="r-7", node="a", outcome="done", rotation="in"))
+    progress.update(NodeFinished(at=at(60), run_id="r-7", node="b", outcome="failed", rotation="out"))
+    header = progress.header()
+    assert header.startswith("run r-7 | elapsed 1m00s | est. finish ")
+    assert "1/5 done, 1 failed, 0 in flight" in header
+    assert "budget left 0/1" in header and "floor 3 healthy" in header and "window ends 06:00Z" in header
+
+
+def test_estimate_follows_observed_durations_and_the_plan_parallelism() -> None:
+    assert estimate_remaining([], waiting=4, in_flight=[], parallel=2) is None
+    # Two nodes of 60 s seen; one in flight for 20 s (40 s left), then 3 waiting in waves of 2.
+    assert estimate_remaining([50.0, 70.0], waiting=3, in_flight=[20.0], parallel=2) == 40.0 + 2 * 60.0
+    assert estimate_remaining([60.0], waiting=0, in_flight=[90.0], parallel=1) == 0.0
 
 
 def test_html_timeline_is_self_contained_and_escapes_all_text() -> None:
