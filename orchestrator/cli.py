@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
@@ -180,6 +181,10 @@ ReportOpt = Annotated[Path | None, typer.Option(help="Write the JSON report here
 EventsOpt = Annotated[Path | None, typer.Option(help="Append the JSONL event stream here.", metavar="PATH")]
 JunitOpt = Annotated[Path | None, typer.Option(help="Write a JUnit XML report here.", metavar="PATH")]
 HtmlOpt = Annotated[Path | None, typer.Option(help="Write an HTML timeline here.", metavar="PATH")]
+PrometheusOpt = Annotated[
+    Path | None,
+    typer.Option(help="Write Prometheus metrics here (a node_exporter textfile, *.prom).", metavar="PATH"),
+]
 LogOpt = Annotated[str, typer.Option(help="debug, info, warning or error.", metavar="LEVEL")]
 
 
@@ -190,10 +195,11 @@ def run(
     events: EventsOpt = None,
     junit: JunitOpt = None,
     html: HtmlOpt = None,
+    prometheus: PrometheusOpt = None,
     log_level: LogOpt = "warning",
 ) -> None:
     """Roll the restart over the farm. Exit codes: see `docs/results.md`."""
-    _roll(inventory, None, report, events, junit, html, log_level)
+    _roll(inventory, None, _Outputs(report, events, junit, html, prometheus), log_level)
 
 
 @app.command(cls=_Command)
@@ -206,26 +212,41 @@ def resume(
     events: EventsOpt = None,
     junit: JunitOpt = None,
     html: HtmlOpt = None,
+    prometheus: PrometheusOpt = None,
     log_level: LogOpt = "warning",
 ) -> None:
     """Finish an interrupted or partly failed run: done nodes are skipped, the others resume at the
     phase that did not complete. Same limits as `run`."""
-    _roll(inventory, run_id, report, events, junit, html, log_level, resuming=True)
+    _roll(inventory, run_id, _Outputs(report, events, junit, html, prometheus), log_level, resuming=True)
+
+
+@dataclass(frozen=True)
+class _Outputs:
+    """Where a run writes its reports (each optional)."""
+
+    report: Path | None
+    events: Path | None
+    junit: Path | None
+    html: Path | None
+    prometheus: Path | None
 
 
 def _roll(
     inventory: Path,
     run_id: str | None,
-    report: Path | None,
-    events: Path | None,
-    junit: Path | None,
-    html: Path | None,
+    outputs: _Outputs,
     log_level: str,
     *,
     resuming: bool = False,
 ) -> NoReturn:
     from orchestrator.log import configure_logging
-    from orchestrator.report import print_summary, write_html, write_json_report, write_junit
+    from orchestrator.report import (
+        print_summary,
+        write_html,
+        write_json_report,
+        write_junit,
+        write_prometheus,
+    )
     from orchestrator.report.events import EventStream, RunFinished
     from orchestrator.report.progress import LiveProgress
     from orchestrator.results import compute_totals, exit_code_for
@@ -234,7 +255,7 @@ def _roll(
     configure_logging(log_level)
     inv = _load(inventory)
     state = _resume_state(inv, run_id) if resuming else None
-    stream = EventStream(events) if events else None
+    stream = EventStream(outputs.events) if outputs.events else None
     # A live view on a terminal, plain lines otherwise (cron mail, CI logs).
     progress = LiveProgress([n.name for n in inv.nodes], out)
     try:
@@ -261,7 +282,12 @@ def _roll(
             )
         )
         stream.close()
-    for path, writer in ((report, write_json_report), (junit, write_junit), (html, write_html)):
+    for path, writer in (
+        (outputs.report, write_json_report),
+        (outputs.junit, write_junit),
+        (outputs.html, write_html),
+        (outputs.prometheus, write_prometheus),
+    ):
         if path is not None:
             writer(result, path)
     print_summary(result, out)
@@ -356,10 +382,15 @@ def report(
     ] = "json",
 ) -> None:
     """Rebuild a run's report from the journal (works after a crash) and print it."""
-    from orchestrator.report import html_timeline, junit_xml, report_json
+    from orchestrator.report import html_timeline, junit_xml, prometheus_text, report_json
 
     inv = _load(inventory)
-    renderers = {"json": report_json, "junit": junit_xml, "html": html_timeline}
+    renderers = {
+        "json": report_json,
+        "junit": junit_xml,
+        "html": html_timeline,
+        "prometheus": prometheus_text,
+    }
     if fmt not in renderers:
         _fail(f"--format must be one of {', '.join(renderers)}", ExitCode.INVALID_INPUT)
     recorded = _recorded(inv, run_id)

@@ -22,10 +22,11 @@ def redacted(result: RunResult) -> RunResult:
     return RunResult.model_validate(data)
 
 
-def write_atomically(path: str | os.PathLike[str], text: str) -> Path:
+def write_atomically(path: str | os.PathLike[str], text: str, *, mode: int | None = None) -> Path:
     """Write `text` to a temporary file beside `path`, sync it, then rename it over `path`.
 
-    A CI job, a browser or `tail` never reads half a report.
+    A CI job, a browser or `tail` never reads half a report. `mode`: permissions other than the
+    default 0600 (a file another account reads, like a metrics textfile).
     """
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -36,6 +37,8 @@ def write_atomically(path: str | os.PathLike[str], text: str) -> Path:
             temp.write(text)
             temp.flush()
             os.fsync(temp.fileno())
+        if mode is not None:
+            os.chmod(temp_name, mode)
         os.replace(temp_name, target)
     except BaseException:
         Path(temp_name).unlink(missing_ok=True)

@@ -22,6 +22,7 @@ from orchestrator.report import (
     html_timeline,
     junit_xml,
     print_summary,
+    prometheus_text,
     read_events,
     read_json_report,
     report_json,
@@ -439,3 +440,19 @@ def test_event_stream_scrubs_registered_secrets(tmp_path: Path) -> None:
         stream.write(RunStarted(at=T0, run_id="r", inventory_path="/f", nodes=[], plan={"lb_token": "abc"}))
     text = (tmp_path / "e.jsonl").read_text()
     assert secret not in text and '"lb_token":"[REDACTED]"' in text
+
+
+def test_prometheus_text_escapes_labels_and_omits_the_end_of_an_unfinished_run() -> None:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    result = sample().model_copy(update={"inventory_path": 'C:\\farms\\"a"\nb.yaml', "ended_at": None})
+    result = result.model_copy(update={"outcome": "incomplete"})
+    families = {f.name: f for f in text_string_to_metric_families(prometheus_text(result))}
+    assert (
+        "orchestrator_run_end_timestamp" not in families
+        and "orchestrator_run_duration_seconds" not in families
+    )
+    labels = {s.labels["inventory"] for f in families.values() for s in f.samples}
+    assert labels == {'C:\\farms\\"a"\nb.yaml'}
+    outcome = {s.labels["outcome"]: s.value for s in families["orchestrator_run_outcome"].samples}
+    assert outcome["incomplete"] == 1 and sum(outcome.values()) == 1
