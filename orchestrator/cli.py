@@ -240,6 +240,7 @@ def _roll(
     resuming: bool = False,
 ) -> NoReturn:
     from orchestrator.log import configure_logging
+    from orchestrator.notify import Notifier
     from orchestrator.report import (
         print_summary,
         write_html,
@@ -247,7 +248,7 @@ def _roll(
         write_junit,
         write_prometheus,
     )
-    from orchestrator.report.events import EventStream, RunFinished
+    from orchestrator.report.events import EventStream, RunFinished, RunStarted
     from orchestrator.report.progress import LiveProgress
     from orchestrator.results import compute_totals, exit_code_for
     from orchestrator.rollout import InvalidInput, Locked, Rollout, RunOptions
@@ -258,11 +259,23 @@ def _roll(
     stream = EventStream(outputs.events) if outputs.events else None
     # A live view on a terminal, plain lines otherwise (cron mail, CI logs).
     progress = LiveProgress([n.name for n in inv.nodes], out)
+    notifier = Notifier(inv.notify.webhooks)
+
+    def started(event: RunStarted) -> None:
+        progress.started(event)
+        notifier.started(event)
+
+    async def roll(rollout: Rollout) -> RunResult:
+        try:
+            return await rollout.run()
+        finally:
+            await notifier.settle()  # the start notification, bounded; it never fails the run
+
     try:
-        options = RunOptions(recorder_events=stream, progress=progress, on_start=progress.started)
+        options = RunOptions(recorder_events=stream, progress=progress, on_start=started)
         rollout = Rollout(inv, options, resume=state)
         with progress:
-            result = asyncio.run(rollout.run())
+            result = asyncio.run(roll(rollout))
     except InvalidInput as exc:
         _fail(str(exc), ExitCode.INVALID_INPUT)
     except Locked as exc:
@@ -291,6 +304,7 @@ def _roll(
         if path is not None:
             writer(result, path)
     print_summary(result, out)
+    asyncio.run(notifier.finished(result))
     raise typer.Exit(int(code))
 
 
