@@ -4,7 +4,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 RUN    := run/demo
 
-.PHONY: venv lint test demo bench clean
+.PHONY: venv browser lint test demo bench clean
 
 $(STAMP): pyproject.toml simfarm/pyproject.toml
 	python3 -m venv $(VENV)
@@ -22,7 +22,12 @@ lint: venv
 	$(VENV)/bin/mypy orchestrator tests bench
 	cd simfarm && $(abspath $(VENV))/bin/mypy simfarm tests
 
-test: lint
+# Headless Chromium renders the HTML report in tests/e2e/test_html_browser.py (Debian's package).
+browser:
+	@command -v chromium >/dev/null || apt-get install -y chromium \
+		|| (apt-get update && apt-get install -y chromium)
+
+test: lint browser
 	$(VENV)/bin/pytest -q
 	cd simfarm && $(abspath $(VENV))/bin/pytest -q
 

@@ -6,6 +6,8 @@ import os
 import tempfile
 from pathlib import Path
 
+from orchestrator.budget import FailureBudget
+from orchestrator.inventory import FailureBudgetPolicy
 from orchestrator.log import redact
 from orchestrator.results import RunResult
 
@@ -44,3 +46,10 @@ def write_atomically(path: str | os.PathLike[str], text: str, *, mode: int | Non
         Path(temp_name).unlink(missing_ok=True)
         raise
     return target
+
+
+def budget_of(result: RunResult) -> tuple[int, int]:
+    """(node failures, failures tolerated) of a run, from its nodes and the plan it recorded."""
+    raw = result.plan.get("failure_budget")
+    policy = FailureBudgetPolicy.model_validate(raw if isinstance(raw, dict) else {})
+    return result.totals.failed, FailureBudget(policy, len(result.nodes)).tolerated

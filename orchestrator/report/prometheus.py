@@ -13,9 +13,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import get_args
 
-from orchestrator.budget import FailureBudget
-from orchestrator.inventory import FailureBudgetPolicy
-from orchestrator.report.output import redacted, write_atomically
+from orchestrator.report.output import budget_of, redacted, write_atomically
 from orchestrator.results import NodeOutcome, RunOutcome, RunResult
 
 _PREFIX = "orchestrator"
@@ -50,13 +48,6 @@ class _Families:
 
     def text(self) -> str:
         return "\n".join(self._lines) + "\n"
-
-
-def budget_of(result: RunResult) -> tuple[int, int]:
-    """(failures, failures tolerated) of the run, from its nodes and the plan it recorded."""
-    raw = result.plan.get("failure_budget")
-    policy = FailureBudgetPolicy.model_validate(raw if isinstance(raw, dict) else {})
-    return result.totals.failed, FailureBudget(policy, len(result.nodes)).tolerated
 
 
 def prometheus_text(result: RunResult) -> str:
