@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 import typer
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 from typer.core import TyperCommand, TyperGroup
 
 from orchestrator import __version__
@@ -354,7 +355,18 @@ def _resume_state(inv: Any, run_id: str | None) -> ResumeState:
 
 
 @app.command(cls=_Command)
-def status(inventory: InventoryArg) -> None:
+def status(
+    inventory: InventoryArg,
+    live: Annotated[
+        bool,
+        typer.Option(
+            "--live", help="Also read every node now (services, health, balancer); mark differences."
+        ),
+    ] = False,
+    concurrency: Annotated[
+        int, typer.Option(help="With --live: nodes read at once.", min=1, max=256, metavar="N")
+    ] = 16,
+) -> None:
     """What the last run of this inventory did, and which nodes are out of rotation and why."""
     from orchestrator.report import print_summary
 
@@ -362,11 +374,60 @@ def status(inventory: InventoryArg) -> None:
     recorded = _recorded(inv, None)
     if recorded is None:
         out.print(f"no run recorded for {inventory}")
-        return
-    result = recorded[0]
-    print_summary(result, out)
-    if result.outcome == "incomplete":
-        out.print(_incomplete_run(inv, result.run_id))
+    else:
+        result = recorded[0]
+        print_summary(result, out)
+        if result.outcome == "incomplete":
+            out.print(_incomplete_run(inv, result.run_id))
+    if live:
+        _live_status(inv, {s.name: s for s in recorded[1]} if recorded else {}, concurrency)
+
+
+def _live_status(inv: Any, states: dict[str, NodeState], concurrency: int) -> None:
+    from orchestrator.live_status import compare, read_farm
+    from orchestrator.rollout import InvalidInput, load_balancer
+
+    try:
+        lb = load_balancer(inv)
+    except InvalidInput as exc:
+        _fail(str(exc), ExitCode.INVALID_INPUT)
+    nodes = asyncio.run(read_farm(inv, states, lb, concurrency=concurrency))
+    columns = ("node", "journal", "services now", "health now", "balancer", "differences")
+    rows: list[tuple[str, ...]] = []
+    differing = 0
+    for node in nodes:
+        state = states.get(node.name)
+        differences = compare(state, node)
+        differing += bool(differences)
+        journal = "-" if state is None else f"{state.outcome or 'in flight'}, rotation {state.rotation}"
+        services = ", ".join(f"{k} {v}" for k, v in sorted(node.services.items())) or "-"
+        rows.append(
+            (
+                ("! " if differences else "  ") + node.name,
+                journal,
+                services,
+                node.health or "-",
+                node.rotation or f"- ({lb.name})",
+                "; ".join(differences) or "as recorded",
+            )
+        )
+    if out.is_terminal:
+        table = Table(*columns, title=f"live state of {inv.path}", title_justify="left")
+        for row in rows:
+            style = "bold red" if row[-1] != "as recorded" else ""
+            table.add_row(*(Text(cell) for cell in row), style=style)
+        out.print(table)
+    else:
+        from orchestrator.report.console import plain_table
+
+        for line in plain_table([columns, *rows]):
+            out.print(line, markup=False, highlight=False, soft_wrap=True)
+    summary = (
+        f"{differing} of {len(nodes)} nodes differ from the journal"
+        if differing
+        else (f"all {len(nodes)} nodes as the journal says")
+    )
+    out.print(summary, markup=False, highlight=False)
 
 
 def _incomplete_run(inv: Any, run_id: str) -> str:

@@ -59,7 +59,7 @@ def _totals_line(result: RunResult) -> str:
     )
 
 
-def _plain_table(rows: Sequence[tuple[str, ...]]) -> list[str]:
+def plain_table(rows: Sequence[tuple[str, ...]]) -> list[str]:
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     return [
         "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip() for row in rows
@@ -72,7 +72,7 @@ def print_summary(result: RunResult, console: Console | None = None) -> None:
     result = redacted(result)
     rows = [_summary_row(node) for node in result.nodes]
     if not out.is_terminal:
-        for line in _plain_table([_SUMMARY_COLUMNS, *rows]):
+        for line in plain_table([_SUMMARY_COLUMNS, *rows]):
             out.print(line, markup=False, highlight=False, soft_wrap=True)
         out.print(_totals_line(result), markup=False, highlight=False, soft_wrap=True)
         return
