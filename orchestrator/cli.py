@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sqlite3
 import sys
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
@@ -306,7 +308,29 @@ def _roll(
             writer(result, path)
     print_summary(result, out)
     asyncio.run(notifier.finished(result))
+    _prune_journal(inv)
     raise typer.Exit(int(code))
+
+
+def _prune_journal(inv: Any) -> None:
+    """Housekeeping after a run: finished runs older than `journal_keep_days` leave the journal."""
+    import structlog
+
+    from orchestrator.journal import Journal, JournalError
+    from orchestrator.results import utc_now
+
+    cutoff = utc_now() - timedelta(days=inv.journal_keep_days)
+    try:
+        with Journal(inv.journal) as journal:
+            pruned = journal.prune(inv.path, cutoff)
+    except (JournalError, OSError, sqlite3.Error) as exc:
+        # The run is over and recorded; failing to tidy up must not change its exit code.
+        structlog.get_logger("orchestrator.journal").warning("journal not pruned", error=str(exc))
+        return
+    if pruned:
+        structlog.get_logger("orchestrator.journal").info(
+            "journal pruned", runs=len(pruned), ended_before=cutoff.isoformat()
+        )
 
 
 def _recorded(inv: Any, run_id: str | None) -> tuple[RunResult, list[NodeState], str] | None:
