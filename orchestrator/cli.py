@@ -256,8 +256,19 @@ def _roll(
     from orchestrator.results import compute_totals, exit_code_for
     from orchestrator.rollout import InvalidInput, Locked, Rollout, RunOptions
 
-    configure_logging(log_level)
     inv = _load(inventory)
+    _check_options(
+        inv,
+        log_level,
+        {
+            "--report": outputs.report,
+            "--events": outputs.events,
+            "--junit": outputs.junit,
+            "--html": outputs.html,
+            "--prometheus": outputs.prometheus,
+        },
+    )
+    configure_logging(log_level)
     state = _resume_state(inv, run_id) if resuming else None
     stream = EventStream(outputs.events) if outputs.events else None
     # A live view on a terminal, plain lines otherwise (cron mail, CI logs).
@@ -333,6 +344,16 @@ def _prune_journal(inv: Any) -> None:
         )
 
 
+def _check_options(inv: Any, log_level: str, outputs: dict[str, Path | None]) -> None:
+    """Every option and local path the run needs, before anything is contacted (exit 2)."""
+    from orchestrator.options import OptionError, check_run_options
+
+    try:
+        check_run_options(inv, log_level, outputs)
+    except OptionError as exc:
+        _fail(str(exc), ExitCode.INVALID_INPUT)
+
+
 def _recorded(inv: Any, run_id: str | None) -> tuple[RunResult, list[NodeState], str] | None:
     """A run of this inventory from its journal (the latest by default); None when none is recorded.
     An unknown run id, or one of another inventory, is an input error."""
@@ -340,6 +361,7 @@ def _recorded(inv: Any, run_id: str | None) -> tuple[RunResult, list[NodeState],
 
     if not inv.journal.exists():
         return None
+    _check_options(inv, "warning", {})
     with Journal(inv.journal) as journal:
         if run_id is None:
             last = journal.latest_run(inv.path)

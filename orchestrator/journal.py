@@ -401,8 +401,14 @@ class Journal:
                     )
 
     def finish_run(
-        self, run_id: str, outcome: RunOutcome, exit_code: int, at: datetime | None = None
+        self,
+        run_id: str,
+        outcome: RunOutcome,
+        exit_code: int,
+        at: datetime | None = None,
+        budget: Mapping[str, Any] | None = None,
     ) -> None:
+        """Record the run's end; `budget` (spent, limit, why it stopped) replaces the one it began with."""
         _check(outcome, RunOutcome, "run outcome")
         if outcome == "incomplete":
             raise JournalError("a run cannot finish as 'incomplete'")
@@ -412,8 +418,15 @@ class Journal:
             )
         with self._write() as conn:
             updated = conn.execute(
-                "UPDATE runs SET ended_at = ?, outcome = ?, exit_code = ? WHERE run_id = ?",
-                (_time(at or utc_now()), outcome, exit_code, run_id),
+                "UPDATE runs SET ended_at = ?, outcome = ?, exit_code = ?, "
+                "budget_json = COALESCE(?, budget_json) WHERE run_id = ?",
+                (
+                    _time(at or utc_now()),
+                    outcome,
+                    exit_code,
+                    None if budget is None else _dump(budget),
+                    run_id,
+                ),
             ).rowcount
             if updated == 0:
                 raise JournalError(f"unknown run {run_id!r}")
