@@ -167,6 +167,7 @@ def _roll(
         if stream is not None and "result" not in locals():
             stream.close()
     code = exit_code_for(result.outcome)
+    _say_recovery(result)
     if stream is not None:
         stream.write(
             RunFinished(
@@ -183,6 +184,26 @@ def _roll(
             writer(result, path)
     print_summary(result, out)
     raise typer.Exit(int(code))
+
+
+def _say_recovery(result: RunResult) -> None:
+    recovery = result.recovery
+    if recovery is None:
+        return
+    stale = recovery.lock_takeover
+    if stale is not None:
+        err.print(
+            f"[yellow]warning:[/] took over the lock of run {stale.run_id} (pid {stale.pid} on {stale.host}, "
+            f"since {stale.since:%Y-%m-%d %H:%M:%SZ}): its process is gone",
+            soft_wrap=True,
+        )
+    if recovery.repaired and "resumes" not in result.plan:
+        steps = ", ".join(f"{n} at {p}" for n, p in recovery.repaired.items())
+        err.print(
+            f"[yellow]warning:[/] run {recovery.run_id} did not finish; repaired first what it left "
+            f"part-way: {steps}",
+            soft_wrap=True,
+        )
 
 
 def _recorded(inv: Any, run_id: str | None) -> tuple[RunResult, list[NodeState], str] | None:
@@ -216,7 +237,7 @@ def _resume_state(inv: Any, run_id: str | None) -> ResumeState:
     if recorded is None:
         _fail(f"nothing to resume: no run recorded (journal {inv.journal})", ExitCode.INVALID_INPUT)
     result, states, digest = recorded
-    state = resume_state(result, states)
+    state = resume_state(result.run_id, states)
     if digest != inventory_digest(inv.path):
         # Often on purpose (a longer timeout, a node fixed by hand); worth saying, not refusing.
         err.print(

@@ -25,7 +25,7 @@ from orchestrator.fanout import bounded_map
 from orchestrator.health import HealthChecker
 from orchestrator.inventory import Inventory
 from orchestrator.jobs import make_job, make_target
-from orchestrator.journal import Journal, LockHeld
+from orchestrator.journal import Journal, LockHeld, LockTakeover
 from orchestrator.lb.base import LoadBalancer
 from orchestrator.lb.none import NoBalancer
 from orchestrator.log import register_secret
@@ -34,8 +34,17 @@ from orchestrator.recording import RunRecorder
 from orchestrator.remote.session import Session
 from orchestrator.report.console import LiveProgress
 from orchestrator.report.events import EventStream
-from orchestrator.results import NodeResult, Phase, RunOutcome, RunResult, exit_code_for, utc_now
-from orchestrator.resume import ResumeState
+from orchestrator.results import (
+    NodeResult,
+    Phase,
+    Recovery,
+    RunOutcome,
+    RunResult,
+    StaleLock,
+    exit_code_for,
+    utc_now,
+)
+from orchestrator.resume import ResumeState, repair_state
 from orchestrator.schedule import Done, Scheduler, Start, Wait, history_estimate
 from orchestrator.watch import HealthWatch
 from orchestrator.workflow import Workflow
@@ -157,11 +166,12 @@ class Rollout:
 
         journal = Journal(inv.journal)
         try:
-            journal.acquire_lock(inv.path, self.run_id)
+            takeover = journal.acquire_lock(inv.path, self.run_id)
         except LockHeld as held:
             journal.close()
             raise Locked(held) from None
         started = utc_now()
+        recovery = self._recovery(journal, takeover)
         self._estimate = history_estimate(journal.node_durations(inv.path))
         sessions = {n.name: Session(make_target(n, creds[n.name])) for n in inv.nodes}
         installed = self._install_signals()
@@ -173,6 +183,8 @@ class Rollout:
                 planned.to_json(),
                 [(n.name, n.host, n.group) for n in inv.nodes],
             )
+            if recovery is not None:
+                journal.record_recovery(self.run_id, recovery)
             recorder = RunRecorder(
                 self.run_id,
                 journal,
@@ -207,7 +219,6 @@ class Rollout:
                     untouched.name,
                     rotation=untouched.rotation,
                     services={},
-                    services_before=untouched.services_before,
                     outcome=untouched.outcome,
                     reason=None,
                 )
@@ -220,10 +231,11 @@ class Rollout:
                 outcome=outcome,
                 plan={
                     **(plan.to_json() if plan else {}),
-                    **({"resumes": self.resume.run_id} if self.resume else {}),
+                    **({"resumes": self.resume.run_id} if self.resume and not self.resume.repair else {}),
                 },
                 budget={},
                 nodes=nodes,
+                recovery=recovery,
             )
             journal.finish_run(self.run_id, outcome, exit_code_for(outcome), result.ended_at)
             return result
@@ -254,17 +266,20 @@ class Rollout:
         # A resumed run preflights only the nodes it will touch.
         active = [f for name, f in flows.items() if self._start_at(name) is not None]
         oks = await bounded_map(lambda f: f.preflight(), active, limit=self.options.preflight_concurrency)
-        for flow in active:
-            earlier = self.resume.services_before.get(flow.job.name) if self.resume else None
-            if earlier:
-                # What ran before the *first* attempt is what must run again, not what the
-                # interrupted attempt left stopped.
-                flow.adopt_services_before(earlier)
         if not all(oks):
             for flow in flows.values():
                 if flow.result.outcome != "failed":
                     flow.result.outcome = "not_started"
             return "preflight_refused", None
+        for flow in active:
+            earlier = self.resume.before.get(flow.job.name) if self.resume else None
+            if earlier is not None:
+                # What ran before the *first* attempt is what must run again, not what the
+                # interrupted attempt left stopped.
+                flow.adopt_before(earlier)
+        # Write-ahead: committed before the first change to any node, so a crash from here on
+        # leaves the truth to restore.
+        recorder.before({f.job.name: f.before() for f in active})
         if self.resume is not None:
             for name, flow in flows.items():
                 if self._start_at(name) is None:
@@ -344,6 +359,43 @@ class Rollout:
             for task in self._tasks:
                 task.cancel()
             await asyncio.gather(watcher, *self._tasks, return_exceptions=True)
+
+    def _recovery(self, journal: Journal, takeover: LockTakeover | None) -> Recovery | None:
+        """An earlier run that never finished: a plain run repairs the nodes it left part-way first;
+        either way a lock taken from its dead process is said, never silent."""
+        stale = (
+            None
+            if takeover is None
+            else StaleLock(
+                run_id=takeover.stale_run_id,
+                pid=takeover.stale_pid,
+                host=takeover.stale_host,
+                since=takeover.stale_since,
+            )
+        )
+        if stale is not None:
+            log.warning(
+                "took over the lock of a run whose process is gone",
+                run_id=stale.run_id,
+                pid=stale.pid,
+                host=stale.host,
+            )
+        if self.resume is None:
+            last = journal.latest_run(self.inv.path)
+            if last is not None and last.outcome == "incomplete":
+                self.resume = repair_state(last.run_id, journal.node_states(last.run_id))
+                log.warning(
+                    "the last run did not finish: repairing the nodes it left part-way first",
+                    run_id=last.run_id,
+                    nodes=self.resume.part_way,
+                )
+        if self.resume is None and stale is None:
+            return None
+        return Recovery(
+            run_id=self.resume.run_id if self.resume is not None else stale.run_id,  # type: ignore[union-attr]
+            lock_takeover=stale,
+            repaired=dict(self.resume.part_way) if self.resume is not None else {},
+        )
 
     def _start_at(self, name: str) -> Phase | None:
         if self.resume is None:

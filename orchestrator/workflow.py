@@ -17,6 +17,7 @@ from typing import Protocol
 
 from orchestrator.actions.base import Action, ActionContext, PhaseFailed
 from orchestrator.health import HealthChecker, HealthSpec, Unhealthy
+from orchestrator.journal import Before
 from orchestrator.lb.base import LBError, LoadBalancer
 from orchestrator.remote import cmdlets
 from orchestrator.remote.errors import RemoteError
@@ -80,7 +81,6 @@ class Recorder(Protocol):
         *,
         rotation: Rotation,
         services: dict[str, str],
-        services_before: dict[str, str],
         outcome: str,
         reason: str | None,
     ) -> None: ...
@@ -122,10 +122,20 @@ class Workflow:
             self.result.outcome = "failed"
         return ok
 
-    def adopt_services_before(self, services: dict[str, str]) -> None:
-        """Resuming: the states recorded before the first attempt decide what must run again."""
-        self.ctx.services_before = dict(services)
-        self.result.services_before = dict(services)
+    def before(self) -> Before:
+        """What ran on the node before this run changes it (after preflight, or adopted)."""
+        return Before(
+            services=dict(self.result.services_before),
+            pools=dict(self.ctx.pools_before),
+            rotation=self.result.rotation,
+        )
+
+    def adopt_before(self, before: Before) -> None:
+        """Picking up an earlier run's node: what ran before *its* first change decides what must
+        run again, not what it left stopped."""
+        self.ctx.services_before = dict(before.services)
+        self.ctx.pools_before = dict(before.pools)
+        self.result.services_before = dict(before.services)
 
     async def restart(self, start_at: Phase = "drain") -> NodeResult:
         """Run the phases from `start_at` to the end within the node's deadline."""
@@ -162,7 +172,6 @@ class Workflow:
             self.job.name,
             rotation=self.result.rotation,
             services=self.result.services_after,
-            services_before=self.result.services_before,
             outcome="failed",
             reason=self.result.left_out_reason,
         )
@@ -304,7 +313,6 @@ class Workflow:
             self.job.name,
             rotation=self.result.rotation,
             services=self.result.services_after,
-            services_before=self.result.services_before,
             outcome=outcome,
             reason=self.result.left_out_reason,
         )
