@@ -237,7 +237,8 @@ def _resume_state(inv: Any, run_id: str | None) -> ResumeState:
     if recorded is None:
         _fail(f"nothing to resume: no run recorded (journal {inv.journal})", ExitCode.INVALID_INPUT)
     result, states, digest = recorded
-    state = resume_state(result.run_id, states)
+    carried = result.recovery.repaired if result.recovery is not None else None
+    state = resume_state(result.run_id, states, carried)
     if digest != inventory_digest(inv.path):
         # Often on purpose (a longer timeout, a node fixed by hand); worth saying, not refusing.
         err.print(

@@ -493,6 +493,12 @@ class Journal:
         # Same format and zone throughout (see _time), so MIN/MAX on the text are the times' order.
         return [(_parse_time(r["last"]) - _parse_time(r["first"])).total_seconds() for r in rows]
 
+    def recovery(self, run_id: str) -> Recovery | None:
+        """The earlier run `run_id` itself picked up, if any (see `record_recovery`)."""
+        with self._read() as conn:
+            row = _require_run(conn, run_id)
+        return Recovery.model_validate_json(row["recovery_json"]) if row["recovery_json"] else None
+
     def latest_run(self, inventory_path: str | os.PathLike[str]) -> RunSummary | None:
         """The most recently begun run of this inventory, finished or not."""
         with self._read() as conn:

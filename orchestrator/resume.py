@@ -9,6 +9,7 @@ re-entering a phase that was cut short is safe.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from orchestrator.journal import Before, NodeState
@@ -48,22 +49,36 @@ def resume_point(
     return last_phase
 
 
-def resume_state(run_id: str, states: list[NodeState]) -> ResumeState:
-    """What a resume of `run_id` does with each node, from its journalled states."""
-    start_at = {s.name: resume_point(s.outcome, s.last_phase, s.last_status) for s in states}
+def resume_state(
+    run_id: str, states: list[NodeState], carried: Mapping[str, Phase] | None = None
+) -> ResumeState:
+    """What a resume of `run_id` does with each node, from its journalled states. `carried`: the
+    nodes `run_id` had itself picked up part-way from an earlier run; one it did not get to touch
+    (refused, stopped, or killed first) is still where that earlier run left it."""
+    carried = carried or {}
+    start_at: dict[str, Phase | None] = {}
+    for s in states:
+        untouched = s.outcome != "done" and s.last_phase in (None, "preflight")
+        if untouched and s.name in carried:
+            start_at[s.name] = carried[s.name]
+        else:
+            start_at[s.name] = resume_point(s.outcome, s.last_phase, s.last_status)
     before = {s.name: s.before for s in states if s.before is not None and start_at[s.name] is not None}
     part_way = {
         s.name: phase
         for s in states
-        if (phase := start_at[s.name]) is not None and s.last_phase not in (None, "preflight")
+        if (phase := start_at[s.name]) is not None
+        and (s.last_phase not in (None, "preflight") or s.name in carried)
     }
     return ResumeState(run_id=run_id, start_at=start_at, before=before, part_way=part_way)
 
 
-def repair_state(run_id: str, states: list[NodeState]) -> ResumeState:
+def repair_state(
+    run_id: str, states: list[NodeState], carried: Mapping[str, Phase] | None = None
+) -> ResumeState:
     """What a plain run does after `run_id` died: nodes it left part-way re-enter where they stopped
     (restoring the earliest record); every other node, done or not, is restarted from the start."""
-    resumed = resume_state(run_id, states)
+    resumed = resume_state(run_id, states, carried)
     start_at: dict[str, Phase | None] = {n: p or "drain" for n, p in resumed.start_at.items()}
     return ResumeState(
         run_id=run_id, start_at=start_at, before=resumed.before, part_way=resumed.part_way, repair=True

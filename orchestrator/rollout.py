@@ -185,6 +185,10 @@ class Rollout:
             )
             if recovery is not None:
                 journal.record_recovery(self.run_id, recovery)
+            if self.resume is not None and self.resume.before:
+                # Carried forward at once: if this run dies or is refused before its preflight ends,
+                # the next one still finds the earliest record here.
+                journal.record_before(self.run_id, self.resume.before)
             recorder = RunRecorder(
                 self.run_id,
                 journal,
@@ -381,21 +385,20 @@ class Rollout:
                 host=stale.host,
             )
         if self.resume is None:
-            last = journal.latest_run(self.inv.path)
-            if last is not None and last.outcome == "incomplete":
-                self.resume = repair_state(last.run_id, journal.node_states(last.run_id))
+            self.resume = _repair(journal, self.inv.path)
+            if self.resume is not None:
                 log.warning(
                     "the last run did not finish: repairing the nodes it left part-way first",
-                    run_id=last.run_id,
+                    run_id=self.resume.run_id,
                     nodes=self.resume.part_way,
                 )
-        if self.resume is None and stale is None:
-            return None
-        return Recovery(
-            run_id=self.resume.run_id if self.resume is not None else stale.run_id,  # type: ignore[union-attr]
-            lock_takeover=stale,
-            repaired=dict(self.resume.part_way) if self.resume is not None else {},
-        )
+        if self.resume is not None:
+            return Recovery(
+                run_id=self.resume.run_id, lock_takeover=stale, repaired=dict(self.resume.part_way)
+            )
+        if stale is not None:
+            return Recovery(run_id=stale.run_id, lock_takeover=stale)
+        return None
 
     def _start_at(self, name: str) -> Phase | None:
         if self.resume is None:
@@ -419,6 +422,24 @@ class Rollout:
             for event in events:
                 event.cancel()
         self._wake.clear()
+
+
+def _repair(journal: Journal, inventory: Path) -> ResumeState | None:
+    """What a plain run must repair first, if the latest run left nodes part-way: it is incomplete
+    (its process died), or it was itself a repair that never got to the nodes it took over (refused
+    at preflight, stopped first)."""
+    last = journal.latest_run(inventory)
+    if last is None:
+        return None
+    earlier = journal.recovery(last.run_id)
+    repair = repair_state(
+        last.run_id, journal.node_states(last.run_id), earlier.repaired if earlier is not None else None
+    )
+    if last.outcome == "incomplete" or (
+        earlier is not None and any(n in repair.part_way for n in earlier.repaired)
+    ):
+        return repair
+    return None
 
 
 def _succeeded(task: asyncio.Task[NodeResult], name: str) -> bool:

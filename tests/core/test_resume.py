@@ -69,3 +69,15 @@ def test_a_plain_run_after_a_dead_one_repairs_part_way_nodes_and_restarts_the_re
     assert state.start_at == {"web-01": "drain", "web-02": "stop", "web-03": "drain", "web-04": "drain"}
     assert state.part_way == {"web-02": "stop"}
     assert state.before["web-02"].services["W3LOGSVC"] == "Running"
+
+
+def test_a_run_that_never_got_to_the_nodes_it_took_over_passes_them_on() -> None:
+    # A repair of DEAD_RUN was refused at preflight: web-02 only preflighted in it, yet it is still
+    # where the dead run left it, and the record written ahead at that run's start says what ran.
+    refused = [_state(s.name, "failed" if s.name == "web-02" else None, "preflight", "ok") for s in DEAD_RUN]
+    state = repair_state("refused", refused, carried={"web-02": "stop"})
+    assert state.start_at["web-02"] == "stop"
+    assert state.part_way == {"web-02": "stop"}
+    assert state.before["web-02"].services["W3LOGSVC"] == "Running"
+    # Without what it carried, the same states look untouched.
+    assert repair_state("refused", refused).part_way == {}
