@@ -28,6 +28,7 @@ from orchestrator.jobs import make_job, make_target
 from orchestrator.journal import Journal, LockHeld, LockTakeover
 from orchestrator.lb.base import LoadBalancer
 from orchestrator.lb.none import NoBalancer
+from orchestrator.lifecycle import NotStarted, Skip
 from orchestrator.log import register_secret
 from orchestrator.plan import Plan, PlanError, make_plan
 from orchestrator.recording import RunRecorder
@@ -217,15 +218,10 @@ class Rollout:
                     # and let the reports say so rather than leaving an unfinished journal.
                     log.exception("internal error: the run stopped")
                     outcome, plan = "internal_error", None
+            for flow in flows.values():
+                if flow.life.state in ("queued", "preflighted"):
+                    flow.send(NotStarted())  # the run ended before its turn; recorded as such
             nodes = [flows[n.name].result for n in inv.nodes]
-            for untouched in (r for r in nodes if r.outcome in ("not_started", "skipped")):
-                recorder.node_state(
-                    untouched.name,
-                    rotation=untouched.rotation,
-                    services={},
-                    outcome=untouched.outcome,
-                    reason=None,
-                )
             result = RunResult(
                 run_id=self.run_id,
                 tool_version=__version__,
@@ -271,9 +267,6 @@ class Rollout:
         active = [f for name, f in flows.items() if self._start_at(name) is not None]
         oks = await bounded_map(lambda f: f.preflight(), active, limit=self.options.preflight_concurrency)
         if not all(oks):
-            for flow in flows.values():
-                if flow.result.outcome != "failed":
-                    flow.result.outcome = "not_started"
             return "preflight_refused", None
         for flow in active:
             earlier = self.resume.before.get(flow.job.name) if self.resume else None
@@ -287,7 +280,7 @@ class Rollout:
         if self.resume is not None:
             for name, flow in flows.items():
                 if self._start_at(name) is None:
-                    flow.result.outcome = "skipped"
+                    flow.send(Skip())
 
         probes = await bounded_map(
             lambda f: health.probe(f.job.health), flows.values(), limit=self.options.preflight_concurrency
@@ -300,8 +293,6 @@ class Rollout:
             plan = self._plan = make_plan(inv, healthy=healthy)
         except PlanError as exc:
             log.error("plan refused with live health", error=str(inv.error_at(exc.path, exc.message)))
-            for flow in flows.values():
-                flow.result.outcome = "not_started"
             return "preflight_refused", None
         return await self._schedule(plan, flows, health), plan
 

@@ -120,21 +120,24 @@ class Scheduler:
         if not self._pending[batch] and not any(self._batch_of[n] == batch for n in self._in_flight):
             self._batch_finished_at[batch] = now
 
-    def health_changed(self, name: str, healthy: bool) -> None:
-        """A node became unhealthy or left rotation (or came back) outside the run's control."""
+    def health_changed(self, name: str, healthy: bool) -> bool:
+        """A node became unhealthy or left rotation (or came back) outside the run's control.
+        True when this fails a canary during its bake (the caller tells the node's lifecycle)."""
         if name not in self._batch_of:
             raise ValueError(f"node {name!r} is not in the plan")
         if name in self._in_flight:
-            return  # the run has it out of rotation; its workflow decides how it ends
+            return False  # the run has it out of rotation; its workflow decides how it ends
         if healthy:
             self._unhealthy.discard(name)
-            return
+            return False
         self._unhealthy.add(name)
         if self._baking_canary() and name in self._succeeded:
             # The bake exists to catch exactly this: the canary's health did not hold.
             self._succeeded.remove(name)
             self._failed.append(name)
             self._record_failure(name)
+            return True
+        return False
 
     def stop_requested(self) -> None:
         """First SIGINT/SIGTERM: start nothing more; nodes in flight finish."""
