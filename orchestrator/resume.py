@@ -9,10 +9,11 @@ re-entering a phase that was cut short is safe.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, replace
 
 from orchestrator.journal import Before, NodeState
+from orchestrator.plan import Plan
 from orchestrator.results import PHASES, NodeOutcome, Phase, PhaseStatus
 
 
@@ -83,3 +84,13 @@ def repair_state(
     return ResumeState(
         run_id=run_id, start_at=start_at, before=resumed.before, part_way=resumed.part_way, repair=True
     )
+
+
+def remaining_plan(plan: Plan, finished: Iterable[str]) -> Plan:
+    """The plan without the nodes an earlier run finished: a resume is a plan, not a replay. Batches
+    left empty go, with their pauses; the canary bake only if the canary batch still has work (the
+    earlier run baked it). The finished nodes still count for the floor (`Scheduler(standing=...)`)."""
+    done = set(finished)
+    batches = [tuple(n for n in batch if n not in done) for batch in plan.batches]
+    canary = plan.canary_bake_seconds if batches and batches[0] else None
+    return replace(plan, batches=tuple(b for b in batches if b), canary_bake_seconds=canary)

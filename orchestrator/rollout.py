@@ -45,7 +45,7 @@ from orchestrator.results import (
     exit_code_for,
     utc_now,
 )
-from orchestrator.resume import ResumeState, repair_state
+from orchestrator.resume import ResumeState, remaining_plan, repair_state
 from orchestrator.schedule import Done, Scheduler, Start, Wait, history_estimate
 from orchestrator.watch import HealthWatch
 from orchestrator.workflow import Workflow
@@ -290,7 +290,7 @@ class Rollout:
             if not probe.ok:
                 log.warning("node unhealthy before the run", node=name, detail=probe.detail)
         try:
-            plan = self._plan = make_plan(inv, healthy=healthy)
+            plan = self._plan = remaining_plan(make_plan(inv, healthy=healthy), self._finished(flows))
         except PlanError as exc:
             log.error("plan refused with live health", error=str(inv.error_at(exc.path, exc.message)))
             return "preflight_refused", None
@@ -305,6 +305,7 @@ class Rollout:
             estimate=self._estimate,
             stall_limit=max(plan.deadlines.values(), default=0.0),
             now=time.monotonic(),
+            standing=self._finished(flows),
         )
         watch = HealthWatch(
             sched,
@@ -331,14 +332,7 @@ class Rollout:
                     for d in decisions:
                         assert isinstance(d, Start)
                         sched.node_started(d.name, now)
-                        start_at = self._start_at(d.name)
-                        if start_at is None:
-                            # Done in the run being resumed: it passes through without a touch,
-                            # keeping the health it had when this run began.
-                            sched.node_finished(d.name, now, ok=True)
-                            if d.name in plan.unhealthy:
-                                sched.health_changed(d.name, healthy=False)
-                            continue
+                        start_at = self._start_at(d.name) or "drain"
                         task = asyncio.create_task(flows[d.name].restart(start_at), name=d.name)
                         self._tasks[task] = d.name
                     continue
@@ -390,6 +384,10 @@ class Rollout:
         if stale is not None:
             return Recovery(run_id=stale.run_id, lock_takeover=stale)
         return None
+
+    def _finished(self, flows: Mapping[str, Workflow]) -> list[str]:
+        """Nodes the run being resumed finished: not in this run's plan, but counted for the floor."""
+        return [name for name in flows if self._start_at(name) is None]
 
     def _start_at(self, name: str) -> Phase | None:
         if self.resume is None:

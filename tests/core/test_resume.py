@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
 import pytest
 
-from orchestrator.journal import Before, NodeState
-from orchestrator.resume import repair_state, resume_point, resume_state
+from orchestrator.journal import Before, Journal, NodeState
+from orchestrator.results import ExitCode
+from orchestrator.resume import remaining_plan, repair_state, resume_point, resume_state
+from orchestrator.schedule import Done, Scheduler, Start, Wait, history_estimate
+from tests.core.test_schedule import make
 
 
 @pytest.mark.parametrize(
@@ -81,3 +87,64 @@ def test_a_run_that_never_got_to_the_nodes_it_took_over_passes_them_on() -> None
     assert state.before["web-02"].services["W3LOGSVC"] == "Running"
     # Without what it carried, the same states look untouched.
     assert repair_state("refused", refused).part_way == {}
+
+
+# --- a resume is a plan, not a replay ---------------------------------------------------------------
+
+
+def test_finished_nodes_leave_the_plan_with_their_batches_and_the_bake_already_done() -> None:
+    plan = make([["a"], ["b", "c"], ["d"]], canary=30, pause=10)
+    rest = remaining_plan(plan, {"a", "b", "c"})
+    assert rest.batches == (("d",),)
+    assert rest.canary_bake_seconds is None  # the earlier run baked its canary
+    # The canary still has work: it bakes after it, as in any run.
+    assert remaining_plan(plan, {"b"}).batches == (("a",), ("c",), ("d",))
+    assert remaining_plan(plan, {"b"}).canary_bake_seconds == 30
+
+
+def test_a_resume_starts_at_once_no_bake_or_pause_for_batches_without_work() -> None:
+    plan = make([["a"], ["b"], ["c"]], canary=300, pause=60)
+    sched = Scheduler(remaining_plan(plan, {"a", "b"}), standing={"a", "b"})
+    # The old replay fed a and b through as instant starts, then sat through the bake and a pause.
+    assert [d for d in sched.next_actions(0.0)] == [Start("c")]
+
+
+def test_finished_nodes_still_count_for_the_floor_and_their_health_is_fed() -> None:
+    plan = make([["a", "b"], ["c"]], min_healthy=2, max_unavailable=1)
+    sched = Scheduler(remaining_plan(plan, {"a", "b"}), standing={"a", "b"})
+    assert sched.next_actions(0.0) == [Start("c")]  # a and b healthy: 2 stay in rotation
+    sched = Scheduler(remaining_plan(plan, {"a", "b"}), standing={"a", "b"})
+    assert sched.health_changed("a", healthy=False) is False  # not a canary: no node is failed
+    (wait,) = sched.next_actions(0.0)
+    assert isinstance(wait, Wait) and "capacity floor" in wait.reason
+
+
+def test_a_resumed_run_decides_the_change_window_from_real_durations(tmp_path: Path) -> None:
+    """History says a node takes 40 s; 30 s are left in the window: the last node is not started,
+    although two nodes were finished by the run being resumed (once fed as 0 s starts)."""
+    inventory = tmp_path / "farm.yaml"
+    inventory.write_text("x")
+    journal = Journal(tmp_path / "journal.sqlite")
+    t0 = datetime(2026, 11, 1, tzinfo=UTC)
+    for run in ("r1", "r2"):
+        journal.begin_run(run, inventory, "d", {}, [("a", "h", None), ("b", "h", None)], started_at=t0)
+        for node in ("a", "b"):
+            journal.record_phase(run, node, "drain", "started", t0)
+            journal.record_phase(run, node, "undrain", "ok", t0 + timedelta(seconds=40))
+            journal.set_node_state(run, node, rotation="in", outcome="done")
+        journal.finish_run(run, "succeeded", ExitCode.SUCCEEDED, t0 + timedelta(seconds=90))
+    estimate = history_estimate(journal.node_durations(inventory))
+    journal.close()
+    assert estimate == 40.0
+
+    plan = make([["a"], ["b"], ["c"]])
+    sched = Scheduler(
+        remaining_plan(plan, {"a", "b"}), finish_by=30.0, estimate=estimate, standing={"a", "b"}
+    )
+    assert sched.next_actions(0.0) == [Done("aborted_window")]
+    assert sched.not_started == ("c",)
+    # With room for it, the same node starts.
+    roomy = Scheduler(
+        remaining_plan(plan, {"a", "b"}), finish_by=60.0, estimate=estimate, standing={"a", "b"}
+    )
+    assert roomy.next_actions(0.0) == [Start("c")]
