@@ -264,24 +264,44 @@ def status(inventory: InventoryArg) -> None:
         return
     result = recorded[0]
     print_summary(result, out)
-    if result.outcome == "incomplete":
-        out.print(_incomplete_run(inv, result.run_id))
+    for line in _follow_up(inv, result):
+        out.print(line, soft_wrap=True)
 
 
-def _incomplete_run(inv: Any, run_id: str) -> str:
-    """Whether a run with no end record is still going or died, from the inventory's lock."""
+def _follow_up(inv: Any, result: RunResult) -> list[str]:
+    """What the operator should know beyond the table: a lock taken from a dead run, the nodes
+    out of rotation and why, and what is left to do (or whether the run is still going)."""
     from orchestrator.journal import Journal
 
     with Journal(inv.journal) as journal:
+        left_out = journal.nodes_out_of_rotation(result.run_id)
+        not_done = [n for n in journal.unfinished_nodes(result.run_id) if n.outcome != "skipped"]
+        takeovers = [t for t in journal.lock_takeovers(inv.path) if t.run_id == result.run_id]
         holder = journal.lock_holder(inv.path)
-    if holder is not None and holder[0].run_id == run_id and holder[1]:
-        held = holder[0]
-        since = f"{held.since:%Y-%m-%d %H:%M:%SZ}"
-        return f"run {run_id} is in progress (pid {held.pid} on {held.host}, since {since})"
-    return (
-        f"run {run_id} did not finish: its process is gone. Nodes not done are listed above; "
-        f"`orchestrator resume {inv.path}` picks them up."
-    )
+    lines = [
+        f"run {result.run_id} took over the lock of run {t.stale_run_id} (pid {t.stale_pid} on "
+        f"{t.stale_host}, since {t.stale_since:%Y-%m-%d %H:%M:%SZ}): its process was gone"
+        for t in takeovers
+    ]
+    if left_out:
+        reasons = "; ".join(f"{n.name}: {n.reason or 'no reason recorded'}" for n in left_out)
+        lines.append(f"out of rotation: {reasons}")
+    if result.outcome == "incomplete":
+        if holder is not None and holder[0].run_id == result.run_id and holder[1]:
+            held = holder[0]
+            since = f"{held.since:%Y-%m-%d %H:%M:%SZ}"
+            lines.append(f"run {result.run_id} is in progress (pid {held.pid} on {held.host}, since {since})")
+            return lines
+        lines.append(
+            f"run {result.run_id} did not finish: its process is gone. Nodes not done are listed above; "
+            f"`orchestrator resume {inv.path}` picks them up."
+        )
+    elif result.outcome in ("preflight_refused", "invalid_input"):
+        lines.append("nothing was changed on any node")
+    elif not_done:
+        names = ", ".join(f"{n.name} ({n.outcome or 'interrupted'})" for n in not_done)
+        lines.append(f"not done: {names}; `orchestrator resume {inv.path}` picks them up")
+    return lines
 
 
 @app.command()

@@ -141,6 +141,7 @@ class LockTakeover:
     """A stale lock (its process is gone) that `acquire_lock` replaced; worth telling the operator."""
 
     inventory_path: str
+    run_id: str  # the run that took it over
     stale_run_id: str
     stale_pid: int
     stale_host: str
@@ -615,6 +616,7 @@ class Journal:
                 raise LockHeld(held["pid"], held["host"], held["run_id"], _parse_time(held["since"]))
             takeover = LockTakeover(
                 inventory_path=key,
+                run_id=run_id,
                 stale_run_id=held["run_id"],
                 stale_pid=held["pid"],
                 stale_host=held["host"],
@@ -663,6 +665,7 @@ class Journal:
         return [
             LockTakeover(
                 inventory_path=row["inventory_path"],
+                run_id=row["run_id"],
                 stale_run_id=row["stale_run_id"],
                 stale_pid=row["stale_pid"],
                 stale_host=row["stale_host"],

@@ -196,6 +196,7 @@ class Rollout:
                 self.options.recorder_events,
                 self.options.progress,
             )
+            recorder.run_started(str(inv.path.resolve()), [n.name for n in inv.nodes], planned.to_json())
             async with HealthChecker() as health:
                 flows = {
                     n.name: Workflow(make_job(n), sessions[n.name], self.lb, health, recorder)
@@ -277,10 +278,11 @@ class Rollout:
         # Write-ahead: committed before the first change to any node, so a crash from here on
         # leaves the truth to restore.
         recorder.before({f.job.name: f.before() for f in active})
-        if self.resume is not None:
-            for name, flow in flows.items():
-                if self._start_at(name) is None:
-                    flow.send(Skip())
+        finished = [flows[name] for name in self._finished(flows)]
+        # Not preflighted, but their rotation is the balancer's to say, not unknown.
+        await bounded_map(lambda f: f.observe_rotation(), finished, limit=self.options.preflight_concurrency)
+        for flow in finished:
+            flow.send(Skip())
 
         probes = await bounded_map(
             lambda f: health.probe(f.job.health), flows.values(), limit=self.options.preflight_concurrency

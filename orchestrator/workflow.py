@@ -148,6 +148,14 @@ class Workflow:
         self.send(PreflightPassed() if error is None else PreflightFailed())
         return error is None
 
+    async def observe_rotation(self) -> None:
+        """Read the node's rotation from the balancer (read-only), for a node this run leaves alone."""
+        try:
+            membership = await asyncio.wait_for(self.lb.state(self.job.lb_name), self.job.timeouts.preflight)
+        except (LBError, TimeoutError):
+            return  # stays unknown: said as it is
+        self._rotation(membership.rotation)
+
     def before(self) -> Before:
         """What ran on the node before this run changes it (after preflight, or adopted)."""
         return Before(

@@ -8,6 +8,7 @@ night, must bring back every service that ran before the first attempt. The farm
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 from typing import Any
@@ -39,7 +40,10 @@ def test_after_a_kill_during_stop_every_service_that_ran_runs_again(
     f = farm(InventorySpec(nodes=3, sim=SLOW))
     before = {n: f.services(n, *WATCHED) for n in ("web-01", "web-02", "web-03")}
     assert all(s == dict.fromkeys(WATCHED, "Running") for s in before.values()), before
-    dead = _kill_while_stopping(f, tmp_path / "events.jsonl")
+    events = tmp_path / "events.jsonl"
+    dead = _kill_while_stopping(f, events)
+    first = json.loads(events.read_text().splitlines()[0])
+    assert (first["event"], first["nodes"]) == ("run_started", ["web-01", "web-02", "web-03"])
 
     after = f.run(command=command)
     assert after.code == ExitCode.SUCCEEDED, after.stdout + after.stderr
@@ -49,6 +53,7 @@ def test_after_a_kill_during_stop_every_service_that_ran_runs_again(
     assert recovery["lock_takeover"]["pid"] == dead
     assert f"took over the lock of run {recovery['run_id']} (pid {dead}" in after.stderr
     assert recovery["repaired"] == {"web-01": "stop"}
+    assert f"took over the lock of run {recovery['run_id']} (pid {dead}" in f.run_status()
     if command == "run":
         assert "repaired first what it left part-way: web-01 at stop" in after.stderr
         # Then the run proceeds: every node is restarted, the one caught part-way from where it was.
