@@ -171,8 +171,6 @@ class RunSummary:
     outcome: RunOutcome  # "incomplete" until finish_run
     exit_code: ExitCode
     nodes: int
-    unfinished: int
-    out_of_rotation: int
 
 
 @dataclass(frozen=True)
@@ -510,10 +508,7 @@ class Journal:
             if row is None:
                 return None
             counts = conn.execute(
-                """SELECT COUNT(*) AS nodes,
-                          COALESCE(SUM(outcome IS NULL OR outcome != 'done'), 0) AS unfinished,
-                          COALESCE(SUM(rotation = 'out'), 0) AS out_of_rotation
-                   FROM node_state WHERE run_id = ?""",
+                "SELECT COUNT(*) AS nodes FROM node_state WHERE run_id = ?",
                 (row["run_id"],),
             ).fetchone()
         outcome = _run_outcome(row)
@@ -529,8 +524,6 @@ class Journal:
             outcome=outcome,
             exit_code=exit_code_for(outcome),
             nodes=counts["nodes"],
-            unfinished=counts["unfinished"],
-            out_of_rotation=counts["out_of_rotation"],
         )
 
     def unfinished_nodes(self, run_id: str) -> list[NodeState]:
