@@ -29,17 +29,27 @@ from orchestrator.health import HealthChecker
 from orchestrator.inventory import Inventory
 from orchestrator.inventory.live import check_at_run
 from orchestrator.jobs import make_job, make_target
-from orchestrator.journal import Journal, LockHeld
+from orchestrator.journal import Journal, LockHeld, LockTakeover
 from orchestrator.lb.base import LoadBalancer
 from orchestrator.lb.none import NoBalancer
+from orchestrator.lifecycle import NotStarted, Skip
 from orchestrator.log import register_secret
 from orchestrator.plan import Plan, PlanError, make_plan
 from orchestrator.recording import RunRecorder
 from orchestrator.remote.session import Session
 from orchestrator.report.console import LiveProgress
 from orchestrator.report.events import EventStream, RunStarted
-from orchestrator.results import NodeResult, Phase, RunOutcome, RunResult, exit_code_for, utc_now
-from orchestrator.resume import ResumeState
+from orchestrator.results import (
+    NodeResult,
+    Phase,
+    Recovery,
+    RunOutcome,
+    RunResult,
+    StaleLock,
+    exit_code_for,
+    utc_now,
+)
+from orchestrator.resume import ResumeState, remaining_plan, repair_state
 from orchestrator.schedule import Done, Scheduler, Start, Wait, history_estimate
 from orchestrator.watch import HealthWatch
 from orchestrator.workflow import Workflow
@@ -171,11 +181,12 @@ class Rollout:
 
         journal = Journal(inv.journal)
         try:
-            journal.acquire_lock(inv.path, self.run_id)
+            takeover = journal.acquire_lock(inv.path, self.run_id)
         except LockHeld as held:
             journal.close()
             raise Locked(held) from None
         started = utc_now()
+        recovery = self._recovery(journal, takeover)
         self._estimate = history_estimate(journal.node_durations(inv.path))
         sessions = {n.name: Session(make_target(n, creds[n.name])) for n in inv.nodes}
         installed = self._install_signals()
@@ -197,12 +208,19 @@ class Rollout:
                         plan=planned.to_json(),
                     )
                 )
+            if recovery is not None:
+                journal.record_recovery(self.run_id, recovery)
+            if self.resume is not None and self.resume.before:
+                # Carried forward at once: if this run dies or is refused before its preflight ends,
+                # the next one still finds the earliest record here.
+                journal.record_before(self.run_id, self.resume.before)
             recorder = RunRecorder(
                 self.run_id,
                 journal,
                 self.options.recorder_events,
                 self.options.progress,
             )
+            recorder.run_started(str(inv.path.resolve()), [n.name for n in inv.nodes], planned.to_json())
             async with HealthChecker() as health:
                 flows = {
                     n.name: Workflow(make_job(n), sessions[n.name], self.lb, health, recorder)
@@ -225,16 +243,10 @@ class Rollout:
                     # and let the reports say so rather than leaving an unfinished journal.
                     log.exception("internal error: the run stopped")
                     outcome, plan = "internal_error", None
+            for flow in flows.values():
+                if flow.life.state in ("queued", "preflighted"):
+                    flow.send(NotStarted())  # the run ended before its turn; recorded as such
             nodes = [flows[n.name].result for n in inv.nodes]
-            for untouched in (r for r in nodes if r.outcome in ("not_started", "skipped")):
-                recorder.node_state(
-                    untouched.name,
-                    rotation=untouched.rotation,
-                    services={},
-                    services_before=untouched.services_before,
-                    outcome=untouched.outcome,
-                    reason=None,
-                )
             result = RunResult(
                 run_id=self.run_id,
                 tool_version=__version__,
@@ -244,10 +256,11 @@ class Rollout:
                 outcome=outcome,
                 plan={
                     **(plan.to_json() if plan else {}),
-                    **({"resumes": self.resume.run_id} if self.resume else {}),
+                    **({"resumes": self.resume.run_id} if self.resume and not self.resume.repair else {}),
                 },
                 budget=self._budget(outcome),
                 nodes=nodes,
+                recovery=recovery,
             )
             journal.finish_run(
                 self.run_id, outcome, exit_code_for(outcome), result.ended_at, budget=result.budget
@@ -284,21 +297,22 @@ class Rollout:
         )
         if oks is None:
             return self._stopped_in_preflight(flows), None
+        if not all(oks):
+            return "preflight_refused", None
         for flow in active:
-            earlier = self.resume.services_before.get(flow.job.name) if self.resume else None
-            if earlier:
+            earlier = self.resume.before.get(flow.job.name) if self.resume else None
+            if earlier is not None:
                 # What ran before the *first* attempt is what must run again, not what the
                 # interrupted attempt left stopped.
-                flow.adopt_services_before(earlier)
-        if not all(oks):
-            for flow in flows.values():
-                if flow.result.outcome != "failed":
-                    flow.result.outcome = "not_started"
-            return "preflight_refused", None
-        if self.resume is not None:
-            for name, flow in flows.items():
-                if self._start_at(name) is None:
-                    flow.result.outcome = "skipped"
+                flow.adopt_before(earlier)
+        # Write-ahead: committed before the first change to any node, so a crash from here on
+        # leaves the truth to restore.
+        recorder.before({f.job.name: f.before() for f in active})
+        finished = [flows[name] for name in self._finished(flows)]
+        # Not preflighted, but their rotation is the balancer's to say, not unknown.
+        await bounded_map(lambda f: f.observe_rotation(), finished, limit=self.options.preflight_concurrency)
+        for flow in finished:
+            flow.send(Skip())
 
         probes = await self._unless_stopped(
             bounded_map(
@@ -321,16 +335,12 @@ class Rollout:
                 "check health.url. Nothing was touched."
             )
             log.error("preflight refused", reason=self._stopped_because)
-            for flow in flows.values():
-                flow.result.outcome = "not_started"
             return "preflight_refused", None
         try:
-            plan = self._plan = make_plan(inv, healthy=healthy)
+            plan = self._plan = remaining_plan(make_plan(inv, healthy=healthy), self._finished(flows))
         except PlanError as exc:
             self._stopped_because = f"plan refused with live health: {inv.error_at(exc.path, exc.message)}"
             log.error("plan refused with live health", error=str(inv.error_at(exc.path, exc.message)))
-            for flow in flows.values():
-                flow.result.outcome = "not_started"
             return "preflight_refused", None
         return await self._schedule(plan, flows, health), plan
 
@@ -343,6 +353,7 @@ class Rollout:
             estimate=self._estimate,
             stall_limit=max(plan.deadlines.values(), default=0.0),
             now=time.monotonic(),
+            standing=self._finished(flows),
         )
         watch = HealthWatch(
             sched,
@@ -369,14 +380,7 @@ class Rollout:
                     for d in decisions:
                         assert isinstance(d, Start)
                         sched.node_started(d.name, now)
-                        start_at = self._start_at(d.name)
-                        if start_at is None:
-                            # Done in the run being resumed: it passes through without a touch,
-                            # keeping the health it had when this run began.
-                            sched.node_finished(d.name, now, ok=True)
-                            if d.name in plan.unhealthy:
-                                sched.health_changed(d.name, healthy=False)
-                            continue
+                        start_at = self._start_at(d.name) or "drain"
                         task = asyncio.create_task(flows[d.name].restart(start_at), name=d.name)
                         self._tasks[task] = d.name
                     continue
@@ -412,8 +416,6 @@ class Rollout:
     def _stopped_in_preflight(self, flows: Mapping[str, Workflow]) -> RunOutcome:
         self._stopped_because = "stopped by a signal during preflight; nothing was touched"
         log.warning("stopped during preflight: no node was touched")
-        for flow in flows.values():
-            flow.result.outcome = "not_started"
         return "aborted_signal"
 
     def _budget(self, outcome: RunOutcome) -> dict[str, JsonValue]:
@@ -458,6 +460,46 @@ class Rollout:
             return "internal error; see the log"
         return None
 
+    def _recovery(self, journal: Journal, takeover: LockTakeover | None) -> Recovery | None:
+        """An earlier run that never finished: a plain run repairs the nodes it left part-way first;
+        either way a lock taken from its dead process is said, never silent."""
+        stale = (
+            None
+            if takeover is None
+            else StaleLock(
+                run_id=takeover.stale_run_id,
+                pid=takeover.stale_pid,
+                host=takeover.stale_host,
+                since=takeover.stale_since,
+            )
+        )
+        if stale is not None:
+            log.warning(
+                "took over the lock of a run whose process is gone",
+                run_id=stale.run_id,
+                pid=stale.pid,
+                host=stale.host,
+            )
+        if self.resume is None:
+            self.resume = _repair(journal, self.inv.path)
+            if self.resume is not None:
+                log.warning(
+                    "the last run did not finish: repairing the nodes it left part-way first",
+                    run_id=self.resume.run_id,
+                    nodes=self.resume.part_way,
+                )
+        if self.resume is not None:
+            return Recovery(
+                run_id=self.resume.run_id, lock_takeover=stale, repaired=dict(self.resume.part_way)
+            )
+        if stale is not None:
+            return Recovery(run_id=stale.run_id, lock_takeover=stale)
+        return None
+
+    def _finished(self, flows: Mapping[str, Workflow]) -> list[str]:
+        """Nodes the run being resumed finished: not in this run's plan, but counted for the floor."""
+        return [name for name in flows if self._start_at(name) is None]
+
     def _start_at(self, name: str) -> Phase | None:
         if self.resume is None:
             return "drain"
@@ -480,6 +522,24 @@ class Rollout:
             for event in events:
                 event.cancel()
         self._wake.clear()
+
+
+def _repair(journal: Journal, inventory: Path) -> ResumeState | None:
+    """What a plain run must repair first, if the latest run left nodes part-way: it is incomplete
+    (its process died), or it was itself a repair that never got to the nodes it took over (refused
+    at preflight, stopped first)."""
+    last = journal.latest_run(inventory)
+    if last is None:
+        return None
+    earlier = journal.recovery(last.run_id)
+    repair = repair_state(
+        last.run_id, journal.node_states(last.run_id), earlier.repaired if earlier is not None else None
+    )
+    if last.outcome == "incomplete" or (
+        earlier is not None and any(n in repair.part_way for n in earlier.repaired)
+    ):
+        return repair
+    return None
 
 
 def _succeeded(task: asyncio.Task[NodeResult], name: str) -> bool:
