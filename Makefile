@@ -7,6 +7,9 @@ RUN    := run/demo
 .PHONY: venv lint test demo bench clean
 
 $(STAMP): pyproject.toml simfarm/pyproject.toml
+	@# The farm puts a real HAProxy in front of the sites when the inventory's balancer is HAProxy.
+	command -v haproxy >/dev/null || test -x /usr/sbin/haproxy || \
+		(apt-get update -q && apt-get install -y -q haproxy)
 	python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[dev]' -e './simfarm[test]'

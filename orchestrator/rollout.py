@@ -26,8 +26,8 @@ from orchestrator.health import HealthChecker
 from orchestrator.inventory import Inventory
 from orchestrator.jobs import make_job, make_target
 from orchestrator.journal import Journal, LockHeld
-from orchestrator.lb.base import LoadBalancer
-from orchestrator.lb.none import NoBalancer
+from orchestrator.lb.base import LBError, LoadBalancer
+from orchestrator.lb.registry import UnavailableDriver, build, drain_policy
 from orchestrator.log import register_secret
 from orchestrator.plan import Plan, PlanError, make_plan
 from orchestrator.recording import RunRecorder
@@ -73,20 +73,21 @@ def static_plan(inv: Inventory) -> Plan:
 
 
 def load_balancer(inv: Inventory) -> LoadBalancer:
-    """The inventory's driver. One that is not implemented yet is refused, never silently replaced:
-    restarting nodes that the balancer still sends traffic to is exactly what this tool prevents."""
-    driver = inv.load_balancer.driver
-    if driver != "none":
+    """The inventory's balancer (several instances as one). A driver that is not available is
+    refused, never silently replaced: restarting nodes that the balancer still sends traffic to is
+    exactly what this tool prevents."""
+    try:
+        return build(inv.load_balancers or (inv.load_balancer,))
+    except UnavailableDriver as exc:
         raise InvalidInput(
             str(
                 inv.error_at(
-                    ("load_balancer", "driver"),
-                    f"the {driver!r} driver is not available in this version; use 'none' (drain the "
-                    "nodes by other means) or see docs/load-balancers.md",
+                    (*inv.balancer_path(exc.index), "driver"),
+                    f"the {exc.driver!r} driver is not available in this version; use 'none' (drain the "
+                    "nodes by other means), 'haproxy', or see docs/load-balancers.md",
                 )
             )
-        )
-    return NoBalancer()
+        ) from None
 
 
 def inventory_digest(path: Path) -> str:
@@ -113,6 +114,8 @@ class Rollout:
         self._estimate: float | None = None  # a node's duration in earlier runs, for the change window
         self._stops = 0
         self._tasks: dict[asyncio.Task[NodeResult], str] = {}
+        self._left_by_operator: dict[str, str] = {}  # node -> why the balancer had it out before the run
+        self._balancer_healthy: dict[str, bool] = {}  # the balancer's own health check before the run
 
     # --- signals ----------------------------------------------------------------------------------
 
@@ -179,9 +182,10 @@ class Rollout:
                 self.options.recorder_events,
                 self.options.progress,
             )
+            policy = drain_policy(inv.load_balancers or (inv.load_balancer,))
             async with HealthChecker() as health:
                 flows = {
-                    n.name: Workflow(make_job(n), sessions[n.name], self.lb, health, recorder)
+                    n.name: Workflow(make_job(n, policy), sessions[n.name], self.lb, health, recorder)
                     for n in inv.nodes
                 }
                 self._body = asyncio.create_task(self._execute(flows, health, recorder))
@@ -209,7 +213,7 @@ class Rollout:
                     services={},
                     services_before=untouched.services_before,
                     outcome=untouched.outcome,
-                    reason=None,
+                    reason=untouched.left_out_reason,
                 )
             result = RunResult(
                 run_id=self.run_id,
@@ -240,15 +244,9 @@ class Rollout:
         self, flows: dict[str, Workflow], health: HealthChecker, recorder: RunRecorder
     ) -> tuple[RunOutcome, Plan | None]:
         inv = self.inv
-        unknown = sorted(
-            set(n.lb_name for n in inv.nodes) - await self.lb.known(n.lb_name for n in inv.nodes)
-        )
-        if unknown:
-            bad = next(n for n in inv.nodes if n.lb_name == unknown[0])
-            log.error("load balancer does not know nodes", servers=unknown)
-            raise InvalidInput(
-                str(inv.node_error(bad.name, ("lb_name",), f"the load balancer has no server {unknown[0]!r}"))
-            )
+        refused = await self._balancer_preflight(flows)
+        if refused is not None:
+            return refused, None
 
         # Whole-fleet preflight: read-only, bounded concurrency; one refusal stops everything.
         # A resumed run preflights only the nodes it will touch.
@@ -273,7 +271,12 @@ class Rollout:
         probes = await bounded_map(
             lambda f: health.probe(f.job.health), flows.values(), limit=self.options.preflight_concurrency
         )
-        healthy = {name for name, probe in zip(flows, probes, strict=True) if probe.ok}
+        # A node the balancer had out before the run is no capacity, whatever its own health says.
+        healthy = {
+            name
+            for name, probe in zip(flows, probes, strict=True)
+            if probe.ok and name not in self._left_by_operator and self._balancer_healthy.get(name, True)
+        }
         for name, probe in zip(flows, probes, strict=True):
             if not probe.ok:
                 log.warning("node unhealthy before the run", node=name, detail=probe.detail)
@@ -298,7 +301,8 @@ class Rollout:
         )
         watch = HealthWatch(
             sched,
-            flows,
+            # A node left out by the operator is no capacity however well it answers.
+            {n: f for n, f in flows.items() if n not in self._left_by_operator},
             health,
             unhealthy=plan.unhealthy,
             interval=_WATCH_SECONDS,
@@ -346,9 +350,53 @@ class Rollout:
             await asyncio.gather(watcher, *self._tasks, return_exceptions=True)
 
     def _start_at(self, name: str) -> Phase | None:
+        if name in self._left_by_operator:
+            return None
         if self.resume is None:
             return "drain"
         return self.resume.start_at.get(name, "drain")
+
+    async def _balancer_preflight(self, flows: dict[str, Workflow]) -> RunOutcome | None:
+        """Every instance reachable at admin level, every server known; the state of each server
+        before the run is recorded. A server an operator took out (MAINT or DRAIN) stays out: the
+        run leaves that node alone and reports it. Returns the refusal, or None to go on."""
+        inv = self.inv
+        try:
+            before = await self.lb.preflight([n.lb_name for n in inv.nodes])
+        except LBError as exc:
+            if exc.kind == "unknown_server":
+                bad = next((n for n in inv.nodes if repr(n.lb_name) in str(exc)), inv.nodes[0])
+                log.error("load balancer does not know a node", error=str(exc))
+                raise InvalidInput(
+                    str(
+                        inv.node_error(
+                            bad.name, ("lb_name",), f"the load balancer has no server {bad.lb_name!r}"
+                        )
+                    )
+                ) from None
+            log.error(
+                "load balancer refused the preflight: nothing was touched", kind=exc.kind, error=str(exc)
+            )
+            for flow in flows.values():
+                flow.result.outcome = "not_started"
+            return "preflight_refused"
+        for warning in before.warnings:
+            log.warning(warning)
+        for node in inv.nodes:
+            m = before.before[node.lb_name]
+            self._balancer_healthy[node.name] = m.healthy is not False
+            resumed_drained = self.resume is not None and self._start_at(node.name) not in (None, "drain")
+            if m.admin in ("drain", "maint") and not resumed_drained:
+                reason = f"left out by the operator: {m.admin.upper()} in the load balancer before the run"
+                self._left_by_operator[node.name] = reason
+                flow = flows[node.name]
+                flow.result.outcome = "skipped"
+                flow.result.rotation = "out"
+                flow.result.left_out_reason = reason
+                log.warning(
+                    "node left out of rotation by the operator: not touched", node=node.name, state=m.admin
+                )
+        return None
 
     async def _wait(self, wait: Wait, now: float) -> None:
         """Until a node finishes, a stop is requested, a node's health changes, or `wait.until`."""

@@ -266,8 +266,15 @@ def _check_socket(value: str) -> str:
 class HAProxySettings(_Model):
     socket: Annotated[str, AfterValidator(_check_socket)]
     """Runtime API: a unix socket path or host:port (needs `level admin`)."""
-    backend: Text
+    backend: Text | Annotated[list[Text], Field(min_length=1)]
+    """The backend holding the servers, or a list of backends (a server may sit in several)."""
     timeout: Seconds = 5.0
+    """Per runtime API command."""
+    config: Text | None = None
+    """HAProxy's configuration file, when readable here: a warning if it keeps no server-state-file."""
+    drain_state: Literal["drain", "maint"] = "drain"
+    """How a server leaves rotation: drain (health checks keep running) or maint (also moves
+    persistent and pinned traffic away; the health check stops until ready)."""
 
 
 class HttpLbSettings(_Model):
@@ -293,6 +300,17 @@ class LoadBalancer(_Model):
     haproxy: HAProxySettings | None = None
     http: HttpLbSettings | None = None
     command: CommandLbSettings | None = None
+    drain_timeout: Seconds = 120.0
+    """How long the drain waits for the node's requests to finish (balancer and node counts)."""
+    on_drain_timeout: Literal["fail", "proceed"] = "fail"
+    """When requests remain after drain_timeout: fail the node (left drained, not stopped), or
+    proceed with the stop (the remaining requests may fail)."""
+    node_drain: bool = True
+    """Also wait until the node itself reports no request in flight (Get-WebRequest), for every
+    driver: the proof that works behind balancers that expose no per-server counts."""
+    watch_seconds: NonNegativeSeconds = 0.0
+    """After a node rejoins: it must stay UP with its 5xx count flat this long, else it is drained
+    again and fails."""
 
 
 def _check_version(value: int) -> int:
@@ -316,6 +334,9 @@ class InventoryFile(_Model):
     nodes: Annotated[list[NodeEntry], AfterValidator(_at_least_one_node)]
     rollout: Rollout = Rollout()
     load_balancer: LoadBalancer = LoadBalancer()
+    load_balancers: list[LoadBalancer] = []
+    """Several balancer instances in front of the same nodes (an HA pair, two tiers): a node is out
+    only when out on every one. Instead of load_balancer, not beside it."""
     journal: Text = ".orchestrator/journal.sqlite"
     """SQLite run journal, relative to the inventory file."""
     sim: Any = None

@@ -167,6 +167,18 @@ class NodeSim(_Strict):
     timings: Timings | None = None
 
 
+class HAProxySim(_Strict):
+    """The HAProxy the farm starts when the inventory's balancer is HAProxy."""
+
+    frontend: str | None = None
+    """ADDR:PORT of the first instance's frontend (each further instance: the next port); default:
+    the first node's address, site_port + 1."""
+    inter_ms: Annotated[int, Field(ge=100)] = 1000
+    fastinter_ms: Annotated[int, Field(ge=100)] = 500
+    rise: Annotated[int, Field(ge=1)] = 2
+    fall: Annotated[int, Field(ge=1)] = 2
+
+
 class SimConfig(_Strict):
     seed: int = 1
     username: str = "orchestrator-demo"
@@ -181,6 +193,7 @@ class SimConfig(_Strict):
     winrm: WinRMConfig = WinRMConfig()
     endpoints: list[Endpoint] = []
     nodes: dict[str, NodeSim] = {}
+    haproxy: HAProxySim = HAProxySim()
 
 
 def sim_config(doc: source.Document) -> SimConfig:

@@ -93,7 +93,7 @@ class SiteServer:
         if not iis.serving() or pool.state != PoolState.Started:
             return self._answer(request, 503, UNAVAILABLE, "text/html")
         worker = pool.acquire(iis.warmup_seconds())
-        req = worker.begin()
+        req = worker.begin(request.method, request.path_qs, request.remote or "")
         try:
             if not await worker.wait_ready():
                 return self._answer(request, 503, UNAVAILABLE, "text/html")

@@ -28,8 +28,12 @@ def test_validate_and_plan_the_demo() -> None:
 def test_a_driver_not_yet_available_is_refused_at_its_line(tmp_path: Path) -> None:
     data = yaml.safe_load(DEMO.read_text())
     data["load_balancer"] = {
-        "driver": "haproxy",
-        "haproxy": {"socket": "/run/haproxy.sock", "backend": "web"},
+        "driver": "http",
+        "http": {
+            "drain_url": "https://lb.example/{lb_name}/drain",
+            "ready_url": "https://lb.example/{lb_name}/ready",
+            "status_url": "https://lb.example/{lb_name}",
+        },
     }
     inv = tmp_path / "inv.yaml"
     inv.write_text(yaml.safe_dump(data, sort_keys=False))
