@@ -42,12 +42,15 @@ async def wait_drained(
 ) -> None:
     """Until neither the balancer nor the node holds a request for this node (or the drain timeout)."""
     counts: dict[str, int | None] = {"balancer": None, "node": None}
+    most: dict[str, int] = {"balancer": 0, "node": 0}
     pace = _paced()
 
     async def idle() -> None:
         while True:
             counts["balancer"] = (await lb.state(server)).sessions
             counts["node"] = await node_in_flight() if policy.node_drain else None
+            for side, count in counts.items():
+                most[side] = max(most[side], count or 0)
             if not counts["balancer"] and not counts["node"]:
                 return
             await pace()
@@ -62,6 +65,8 @@ async def wait_drained(
             raise PhaseFailed(ErrorInfo(kind="timed_out", message=message, target=server)) from None
         note(f"{message}; proceeding (on_drain_timeout: proceed)")
         return
+    if any(most.values()):
+        note(f"waited for in-flight requests (at most: balancer {most['balancer']}, node {most['node']})")
     seen = [f"{k} {'unknown' if v is None else v}" for k, v in counts.items()]
     note(f"no request in flight ({', '.join(seen)})")
 
