@@ -33,6 +33,25 @@ def _paced() -> Callable[[], Awaitable[None]]:
     return wait
 
 
+async def take_out(lb: LoadBalancer, server: str, rotation: Callable[[Rotation], None]) -> None:
+    """Drain the server, unless someone else already took it out (MAINT or DRAIN set by hand since
+    the run began): then the node is left exactly as the operator set it, and fails untouched,
+    since putting it back later would undo the operator's decision."""
+    m = await lb.state(server)
+    if m.admin in ("drain", "maint"):
+        rotation("out")
+        raise PhaseFailed(
+            ErrorInfo(
+                kind="refused",
+                message=f"left out by the operator: {m.admin.upper()} in the load balancer since the run "
+                "began; not touched",
+                target=server,
+            )
+        )
+    await lb.drain(server)
+    rotation("out")
+
+
 async def wait_drained(
     lb: LoadBalancer,
     server: str,

@@ -308,6 +308,7 @@ class Rollout:
             interval=_WATCH_SECONDS,
             limit=self.options.preflight_concurrency,
             on_change=self._wake.set,
+            balancer=self._balancer_verdict,
         )
         watcher = asyncio.create_task(watch.run(), name="health-watch")
         stop_seen = False
@@ -348,6 +349,20 @@ class Rollout:
             for task in self._tasks:
                 task.cancel()
             await asyncio.gather(watcher, *self._tasks, return_exceptions=True)
+
+    async def _balancer_verdict(self, name: str) -> str | None:
+        """Why the balancer does not count this node as capacity now, or None when it does."""
+        server = self.inv.node(name).lb_name
+        try:
+            m = await self.lb.state(server)
+        except LBError as exc:
+            log.warning("load balancer state unreadable", node=name, error=str(exc))
+            return None  # the node's own health stands; the drain phase will fail if this lasts
+        if m.rotation == "out":
+            return f"out of rotation in the load balancer ({m.status or m.admin})"
+        if m.healthy is False:
+            return f"unhealthy in the load balancer ({m.status})"
+        return None
 
     def _start_at(self, name: str) -> Phase | None:
         if name in self._left_by_operator:

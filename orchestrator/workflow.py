@@ -16,7 +16,7 @@ from datetime import datetime
 from typing import Protocol
 
 from orchestrator.actions.base import Action, ActionContext, PhaseFailed
-from orchestrator.drain import rejoin, wait_drained
+from orchestrator.drain import rejoin, take_out, wait_drained
 from orchestrator.health import HealthChecker, HealthSpec, Unhealthy
 from orchestrator.lb.base import DrainPolicy, LBError, LoadBalancer
 from orchestrator.remote import cmdlets
@@ -178,8 +178,7 @@ class Workflow:
         self._rotation(membership.rotation)
 
     async def _drain(self) -> None:
-        await self.lb.drain(self.job.lb_name)
-        self._rotation("out")
+        await take_out(self.lb, self.job.lb_name, self._rotation)
         await wait_drained(
             self.lb, self.job.lb_name, self.job.drain, self._in_flight_on_node, self._notes.append
         )

@@ -112,6 +112,13 @@ class UnhealthyAfterStart(_Strict):
     kind: Literal["unhealthy_after_start"]
 
 
+class ErrorsAfterStart(_Strict):
+    """After the next start the application answers 500 on its pages while /healthz stays 200: a
+    broken deployment that a health check alone does not see."""
+
+    kind: Literal["errors_after_start"]
+
+
 class SlowWarmup(_Strict):
     """The first request after a start takes this long."""
 
@@ -153,6 +160,7 @@ Fault = Annotated[
     | StartFailure
     | StopFailure
     | UnhealthyAfterStart
+    | ErrorsAfterStart
     | SlowWarmup
     | WinRMDown
     | WrongCredentials

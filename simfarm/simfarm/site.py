@@ -112,6 +112,8 @@ class SiteServer:
             if self.node.site_unhealthy:
                 return self._answer(request, 500, "Unhealthy", "text/plain")
             return self._answer(request, 200, "OK", "text/plain")
+        if self.node.site_errors:
+            return self._answer(request, 500, "Internal Server Error", "text/plain")
         if request.path == "/slow":
             return self._answer(request, 200, "done", "text/plain")
         return self._answer(

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -41,6 +42,19 @@ def haproxy_inventory(
     path = tmp_path / "lb-inventory.yaml"
     path.write_text(yaml.safe_dump(data, sort_keys=False))
     return path, sockets
+
+
+def _last_report(f: Any) -> dict[str, Any]:
+    """The last run's report, rebuilt from the journal."""
+    out = subprocess.run(
+        [sys.executable, "-m", "orchestrator", "report", str(f.inventory)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    ).stdout
+    report: dict[str, Any] = json.loads(out)
+    return report
 
 
 def _frontend(f: Any) -> str:
@@ -173,3 +187,62 @@ def test_ha_pair_both_drained_and_restored_one_unreachable_refuses(farm: Any, tm
     for sock in sockets:
         assert {r["status"] for r in servers(sock, "web").values()} == {"UP"}
     assert json.loads(json.dumps(run.report))["outcome"] == "succeeded"
+
+
+def test_a_node_that_answers_5xx_after_rejoining_is_drained_again(farm: Any, tmp_path: Path) -> None:
+    spec = InventorySpec(nodes=2, faults={"web-01": [{"kind": "errors_after_start"}]})
+    inventory, (sock,) = haproxy_inventory(tmp_path, spec, lb={"watch_seconds": 3})
+    f = farm(inventory)
+
+    async def scenario() -> tuple[Any, Any]:
+        stop = asyncio.Event()
+        load = asyncio.create_task(generate(_frontend(f), 50, stop, max_seconds=90))
+        run = await asyncio.to_thread(f.run)
+        stop.set()
+        return run, await load
+
+    run, load = asyncio.run(scenario())
+    assert run.code == ExitCode.PARTIAL, run.stdout + run.stderr
+    node = run.node("web-01")
+    assert node["outcome"] == "failed" and node["rotation"] == "out"
+    undrain = next(p for p in node["phases"] if p["phase"] == "undrain")
+    assert (
+        undrain["error"]["kind"] == "health"
+        and "new 5xx answers after rejoining" in undrain["error"]["message"]
+    )
+    assert load.failures["HTTP 500"] > 0  # what the watch saw, seen by clients too, for a moment only
+    assert servers(sock, "web")["web-01"]["status"] == "DRAIN"
+    assert run.node("web-02")["outcome"] == "done"
+    assert servers(sock, "web")["web-02"]["status"] == "UP"
+
+
+def test_a_server_taken_out_by_hand_mid_run_counts_against_the_floor(farm: Any, tmp_path: Path) -> None:
+    spec = InventorySpec(
+        nodes=3,
+        rollout={"strategy": "window", "window": 1, "min_healthy": 2},
+        timeouts={"node": 12},
+        sim=SLOW,
+    )
+    inventory, (sock,) = haproxy_inventory(tmp_path, spec)
+    f = farm(inventory)
+    events = tmp_path / "run-events.jsonl"
+    proc = f.start_run("--events", str(events))
+    try:
+        wait_for_phase(events, "web-01", "stop", time.monotonic() + 30)
+        # web-03 answers its health URL but the balancer no longer sends it anything.
+        assert runtime(sock, "set server web/web-03 state maint").strip() == ""
+        out, err = proc.communicate(timeout=90)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == ExitCode.ABORTED_CAPACITY, out + err
+    assert "out of rotation in the load balancer" in err
+    assert f.node_events("web-02", "service_control") == []  # restarting it would leave one node
+    # web-03 was no capacity, so the run may reach it: it leaves the operator's MAINT alone.
+    report = json.loads(json.dumps(_last_report(f)))
+    web03 = next(n for n in report["nodes"] if n["name"] == "web-03")
+    if web03["outcome"] != "not_started":
+        assert web03["outcome"] == "failed" and "left out by the operator" in web03["left_out_reason"]
+    assert f.node_events("web-03", "service_control") == []
+    assert servers(sock, "web")["web-03"]["status"] == "MAINT"
