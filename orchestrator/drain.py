@@ -16,7 +16,7 @@ import asyncio
 from collections.abc import Awaitable, Callable
 
 from orchestrator.actions.base import PhaseFailed
-from orchestrator.lb.base import DrainPolicy, LoadBalancer, Membership
+from orchestrator.lb.base import DrainPolicy, LBError, LoadBalancer, Membership
 from orchestrator.results import ErrorInfo, Rotation
 
 Note = Callable[[str], None]
@@ -48,7 +48,12 @@ async def take_out(lb: LoadBalancer, server: str, rotation: Callable[[Rotation],
                 target=server,
             )
         )
-    await lb.drain(server)
+    try:
+        await lb.drain(server)
+    except LBError as exc:
+        if exc.transient:
+            rotation("unknown")  # no answer: the balancer may have applied it or not
+        raise
     rotation("out")
 
 

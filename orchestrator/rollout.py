@@ -77,7 +77,8 @@ def load_balancer(inv: Inventory) -> LoadBalancer:
     refused, never silently replaced: restarting nodes that the balancer still sends traffic to is
     exactly what this tool prevents."""
     try:
-        return build(inv.load_balancers or (inv.load_balancer,))
+        nodes = {n.lb_name: {"lb_name": n.lb_name, "name": n.name, "host": n.host} for n in inv.nodes}
+        return build(inv.load_balancers or (inv.load_balancer,), nodes)
     except UnavailableDriver as exc:
         raise InvalidInput(
             str(

@@ -6,28 +6,48 @@ the balancer still sends traffic to is exactly what this tool prevents.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from orchestrator.inventory import LoadBalancer as Settings
 from orchestrator.lb.base import DrainPolicy, LoadBalancer
+from orchestrator.lb.command import CommandBalancer
 from orchestrator.lb.haproxy import HAProxy
 from orchestrator.lb.none import NoBalancer
 from orchestrator.lb.retrying import Retrying
 from orchestrator.lb.several import Several
+from orchestrator.lb.webhook import HttpBalancer
 
-Factory = Callable[[Settings], LoadBalancer]
+# lb_name -> the node's fields a driver may template with: lb_name, name, host.
+NodeFields = Mapping[str, Mapping[str, str]]
+Factory = Callable[[Settings, NodeFields], LoadBalancer]
 
 
-def _haproxy(s: Settings) -> LoadBalancer:
+def _haproxy(s: Settings, _nodes: NodeFields) -> LoadBalancer:
     h = s.haproxy
     assert h is not None  # the inventory requires the section beside the driver
     backends = [h.backend] if isinstance(h.backend, str) else list(h.backend)
     return HAProxy(h.socket, backends, timeout=h.timeout, config=h.config, drain_state=h.drain_state)
 
 
+def _command(s: Settings, nodes: NodeFields) -> LoadBalancer:
+    c = s.command
+    assert c is not None
+    argv = {"drain": c.drain, "ready": c.ready, "status": c.status}
+    if c.recheck is not None:
+        argv["recheck"] = c.recheck
+    return CommandBalancer(argv, nodes, timeout=c.timeout)
+
+
+def _http(s: Settings, nodes: NodeFields) -> LoadBalancer:
+    assert s.http is not None
+    return HttpBalancer(s.http, nodes)
+
+
 DRIVERS: dict[str, Factory] = {
-    "none": lambda _s: NoBalancer(),
+    "none": lambda _s, _n: NoBalancer(),
     "haproxy": _haproxy,
+    "command": _command,
+    "http": _http,
 }
 
 
@@ -38,14 +58,14 @@ class UnavailableDriver(Exception):
         super().__init__(f"the {driver!r} driver is not available in this version")
 
 
-def build(settings: Sequence[Settings]) -> LoadBalancer:
+def build(settings: Sequence[Settings], nodes: NodeFields | None = None) -> LoadBalancer:
     """Every instance the inventory names, each retrying transient failures; several as one."""
     instances: list[LoadBalancer] = []
     for index, s in enumerate(settings):
         factory = DRIVERS.get(s.driver)
         if factory is None:
             raise UnavailableDriver(index, s.driver)
-        instances.append(Retrying(factory(s)))
+        instances.append(Retrying(factory(s, nodes or {})))
     return instances[0] if len(instances) == 1 else Several(instances)
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 
 from orchestrator.inventory import parse_inventory
+from orchestrator.lb import registry
 from orchestrator.lb.base import DrainPolicy
 from orchestrator.lb.registry import drain_policy
 from orchestrator.rollout import InvalidInput, load_balancer
@@ -75,12 +76,31 @@ def test_balancer_mistakes_are_placed(source: str, field: str, message: str) -> 
     assert message in str(err.value)
 
 
-def test_an_unavailable_driver_in_a_list_is_refused_at_its_line() -> None:
+def test_an_unavailable_driver_in_a_list_is_refused_at_its_line(monkeypatch: pytest.MonkeyPatch) -> None:
     extra = (
         "load_balancers:\n  - {driver: none}\n  - driver: command\n"
         "    command: {drain: [lbctl, d], ready: [lbctl, r], status: [lbctl, s]}\n"
     )
     inv = parse_inventory(text(extra=extra), "/tmp/inv.yaml")
+    assert load_balancer(inv).name.startswith("none+command")
+    # A build without that driver refuses it by name and place, never replaces it.
+    monkeypatch.delitem(registry.DRIVERS, "command")
     with pytest.raises(InvalidInput) as err:
         load_balancer(inv)
     assert "load_balancers[1].driver" in str(err.value) and "not available" in str(err.value)
+
+
+def test_http_settings_need_each_operation_once() -> None:
+    both = "load_balancer:\n  driver: http\n  http:\n    §drain_url: http://lb/d\n"
+    yaml_text, _ = marked(text(extra=both))
+    with pytest.raises(SourceError) as err:
+        parse_inventory(yaml_text, "/tmp/inv.yaml")
+    assert "needs ready (or the shorthand ready_url)" in str(err.value)
+    typo = (
+        "load_balancer:\n  driver: http\n  http:\n"
+        "    drain: {url: 'http://lb/d', body: {server: '{lb_nmae}'}}\n"
+        "    ready_url: http://lb/r\n    status_url: http://lb/s\n"
+    )
+    with pytest.raises(SourceError) as err:
+        parse_inventory(text(extra=typo), "/tmp/inv.yaml")
+    assert "did you mean {lb_name}" in str(err.value) and "load_balancer.http.drain.body" in str(err.value)

@@ -8,10 +8,12 @@ from collections.abc import Sequence
 
 import pytest
 
+from orchestrator.inventory.model import HttpField, HttpState
 from orchestrator.lb.base import LBError, Membership, Preflight, combine
 from orchestrator.lb.haproxy import admin_state, membership
 from orchestrator.lb.retrying import Retrying
 from orchestrator.lb.runtime import info_fields, servers_state_rows, stat_rows
+from orchestrator.lb.webhook import fill, pick, read_state
 
 # Columns reordered and trimmed on purpose: nothing may depend on positions.
 STAT = """# pxname,svname,status,qcur,scur,check_status,hrsp_5xx,weight
@@ -114,3 +116,23 @@ def test_transient_errors_are_retried_others_are_not() -> None:
     # Preflight is never retried: an instance unreachable then refuses the run at once.
     with pytest.raises(LBError):
         asyncio.run(Retrying(Flaky(0, "unreachable"), pauses=(0,)).preflight(["s"]))
+
+
+def test_http_state_read_by_paths_and_mappings() -> None:
+    spec = HttpState(
+        url="http://lb/{lb_name}",
+        rotation=HttpField(path="peers.0.state", map={"up": "in", "draining": "out", "down": "out"}),
+        healthy=HttpField(path="peers.0.health.ok", map={"1": True, "0": False}),
+        sessions=HttpField(path="peers.0.active"),
+    )
+    doc = {"peers": [{"state": "draining", "health": {"ok": 1}, "active": 4}]}
+    assert read_state(doc, spec) == Membership("out", True, 4, "drain", "draining")
+    # Unmapped rotation is unknown; missing paths and wrong types are unknown, never guessed.
+    odd = {"peers": [{"state": "backup", "active": "many"}]}
+    assert read_state(odd, spec) == Membership("unknown", None, None, None, "backup")
+    assert pick({"a": [{"b": 2}]}, "a.0.b") == 2 and pick({"a": []}, "a.3.b") is None
+    assert fill({"server": "{lb_name}", "tags": ["{host}"], "weight": 0}, {"lb_name": "s1", "host": "h"}) == {
+        "server": "s1",
+        "tags": ["h"],
+        "weight": 0,
+    }
