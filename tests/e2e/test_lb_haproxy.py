@@ -12,10 +12,10 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from simfarm.load import Sampler, generate, runtime, servers
 
 from orchestrator.results import ExitCode
 from tests.e2e.harness import SLOW, InventorySpec, _blocks, wait_for_phase
-from tests.e2e.traffic import Sampler, generate, runtime, servers
 
 # Faster checks than the demo's 1 s so that the suite stays short; same rise/fall logic.
 CHECKS = {"inter_ms": 300, "fastinter_ms": 200, "rise": 2, "fall": 2}

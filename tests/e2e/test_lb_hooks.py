@@ -14,11 +14,11 @@ from typing import Any
 import pytest
 import yaml
 from aiohttp import web
+from simfarm.load import Sampler, runtime, servers
 
 from orchestrator.results import ExitCode
 from tests.e2e.harness import InventorySpec
 from tests.e2e.test_lb_haproxy import haproxy_inventory
-from tests.e2e.traffic import Sampler, runtime, servers
 
 HOOK = Path(__file__).parents[2] / "examples" / "lb" / "haproxy-runtime.py"
 API_KEY = "k3y-that-must-never-be-logged"

@@ -1,4 +1,4 @@
-"""Client load through the balancer's frontend, failures counted at the client, and a sampler of
+"""Client load through a balancer's frontend, failures counted at the client, and a sampler of
 HAProxy's own view of the servers during the run.
 
 A request fails when it gets no answer (connection refused or reset, timeout) or a status other
@@ -10,13 +10,14 @@ from __future__ import annotations
 import asyncio
 import csv
 import io
-import socket
 import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
 
 import aiohttp
+
+from simfarm.haproxy import runtime_command
 
 
 @dataclass
@@ -31,12 +32,12 @@ class Load:
 
 
 async def generate(
-    url: str, rate: float, stop: asyncio.Event, *, max_seconds: float, timeout: float = 10
+    url: str, rate: float, stop: asyncio.Event, *, max_seconds: float, request_timeout: float = 10
 ) -> Load:
     """`rate` requests per second (each on its own schedule, not waiting for the previous one) until
     `stop` is set or `max_seconds` passed; returns once every request sent has an outcome."""
     load = Load()
-    limit = aiohttp.ClientTimeout(total=timeout)
+    limit = aiohttp.ClientTimeout(total=request_timeout)
     connector = aiohttp.TCPConnector(limit=200)
     pending: set[asyncio.Task[None]] = set()
 
@@ -65,23 +66,8 @@ async def generate(
     return load
 
 
-def runtime(address: str, command: str, timeout: float = 5.0) -> str:
-    """One HAProxy runtime API command (unix socket path or host:port)."""
-    if address.startswith("/"):
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        target: str | tuple[str, int] = address
-    else:
-        host, _, port = address.rpartition(":")
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        target = (host, int(port))
-    with sock:
-        sock.settimeout(timeout)
-        sock.connect(target)
-        sock.sendall(command.encode() + b"\n")
-        chunks = []
-        while chunk := sock.recv(65536):
-            chunks.append(chunk)
-    return b"".join(chunks).decode()
+# One runtime API command, as the farm itself sends them.
+runtime = runtime_command
 
 
 def servers(address: str, backend: str) -> dict[str, dict[str, str]]:
