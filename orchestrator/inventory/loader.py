@@ -77,6 +77,7 @@ class Inventory:
     groups: Mapping[str, Group]
     rollout: Rollout
     load_balancer: LoadBalancer
+    """The first (or only) balancer; `load_balancers` has every instance."""
     journal: Path
     warnings: tuple[str, ...]
     """Accepted but risky settings, formatted like errors (file:line:col: field: message)."""
@@ -84,6 +85,14 @@ class Inventory:
     _origins: Mapping[str, _Origins] = field(repr=False)
     notify: Notify = field(default_factory=Notify)
     journal_keep_days: float = 365
+    load_balancers: tuple[LoadBalancer, ...] = ()
+    """Every balancer instance in front of the nodes, in the file's order."""
+
+    def balancer_path(self, index: int) -> PathKey:
+        """Where balancer `index` is written: `load_balancer` or `load_balancers[index]`."""
+        if self._document.data.get("load_balancers"):
+            return ("load_balancers", index)
+        return ("load_balancer",)
 
     def node(self, name: str) -> NodeSpec:
         for node in self.nodes:
@@ -140,7 +149,8 @@ class _Loader:
             nodes=tuple(nodes),
             groups=dict(self.raw.groups),
             rollout=self.raw.rollout,
-            load_balancer=self.raw.load_balancer,
+            load_balancer=self._balancers()[0],
+            load_balancers=tuple(self._balancers()),
             journal=self.beside_inventory(self.raw.journal),
             warnings=tuple(self.warnings),
             _document=self.doc,
@@ -292,9 +302,21 @@ class _Loader:
         if "seed" in given and rollout.order != "shuffle":
             self.warn((*here, "seed"), f"seed has no effect with order: {rollout.order}")
 
+    def _balancers(self) -> list[LoadBalancer]:
+        return list(self.raw.load_balancers) or [self.raw.load_balancer]
+
     def _check_load_balancer(self) -> None:
-        lb = self.raw.load_balancer
-        here = ("load_balancer",)
+        if self.raw.load_balancers and "load_balancer" in self.raw.model_fields_set:
+            raise self.fail(
+                ("load_balancers",), "give load_balancer (one instance) or load_balancers (several), not both"
+            )
+        if self.raw.load_balancers:
+            for index, lb in enumerate(self.raw.load_balancers):
+                self._check_one_balancer(lb, ("load_balancers", index))
+        else:
+            self._check_one_balancer(self.raw.load_balancer, ("load_balancer",))
+
+    def _check_one_balancer(self, lb: LoadBalancer, here: PathKey) -> None:
         for driver in ("haproxy", "http", "command"):
             configured = getattr(lb, driver) is not None
             if lb.driver == driver and not configured:
