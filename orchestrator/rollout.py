@@ -341,7 +341,9 @@ class Rollout:
             log.error("preflight refused", reason=self._stopped_because)
             return "preflight_refused", None
         try:
-            plan = self._plan = remaining_plan(make_plan(inv, healthy=healthy), self._finished(flows))
+            # Nodes an earlier run finished, or the operator left out, are not this run's to change.
+            untouched = [*self._finished(flows), *self._left_by_operator]
+            plan = self._plan = remaining_plan(make_plan(inv, healthy=healthy), untouched)
         except PlanError as exc:
             self._stopped_because = f"plan refused with live health: {inv.error_at(exc.path, exc.message)}"
             log.error("plan refused with live health", error=str(inv.error_at(exc.path, exc.message)))
