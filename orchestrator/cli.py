@@ -256,8 +256,19 @@ def _roll(
     from orchestrator.results import compute_totals, exit_code_for
     from orchestrator.rollout import InvalidInput, Locked, Rollout, RunOptions
 
-    configure_logging(log_level)
     inv = _load(inventory)
+    _check_options(
+        inv,
+        log_level,
+        {
+            "--report": outputs.report,
+            "--events": outputs.events,
+            "--junit": outputs.junit,
+            "--html": outputs.html,
+            "--prometheus": outputs.prometheus,
+        },
+    )
+    configure_logging(log_level)
     state = _resume_state(inv, run_id) if resuming else None
     stream = EventStream(outputs.events) if outputs.events else None
     # A live view on a terminal, plain lines otherwise (cron mail, CI logs).
@@ -287,6 +298,7 @@ def _roll(
         if stream is not None and "result" not in locals():
             stream.close()
     code = exit_code_for(result.outcome)
+    _say_recovery(result)
     if stream is not None:
         stream.write(
             RunFinished(
@@ -333,6 +345,36 @@ def _prune_journal(inv: Any) -> None:
         )
 
 
+def _check_options(inv: Any, log_level: str, outputs: dict[str, Path | None]) -> None:
+    """Every option and local path the run needs, before anything is contacted (exit 2)."""
+    from orchestrator.options import OptionError, check_run_options
+
+    try:
+        check_run_options(inv, log_level, outputs)
+    except OptionError as exc:
+        _fail(str(exc), ExitCode.INVALID_INPUT)
+
+
+def _say_recovery(result: RunResult) -> None:
+    recovery = result.recovery
+    if recovery is None:
+        return
+    stale = recovery.lock_takeover
+    if stale is not None:
+        err.print(
+            f"[yellow]warning:[/] took over the lock of run {stale.run_id} (pid {stale.pid} on {stale.host}, "
+            f"since {stale.since:%Y-%m-%d %H:%M:%SZ}): its process is gone",
+            soft_wrap=True,
+        )
+    if recovery.repaired and "resumes" not in result.plan:
+        steps = ", ".join(f"{n} at {p}" for n, p in recovery.repaired.items())
+        err.print(
+            f"[yellow]warning:[/] run {recovery.run_id} did not finish; repaired first what it left "
+            f"part-way: {steps}",
+            soft_wrap=True,
+        )
+
+
 def _recorded(inv: Any, run_id: str | None) -> tuple[RunResult, list[NodeState], str] | None:
     """A run of this inventory from its journal (the latest by default); None when none is recorded.
     An unknown run id, or one of another inventory, is an input error."""
@@ -340,6 +382,7 @@ def _recorded(inv: Any, run_id: str | None) -> tuple[RunResult, list[NodeState],
 
     if not inv.journal.exists():
         return None
+    _check_options(inv, "warning", {})
     with Journal(inv.journal) as journal:
         if run_id is None:
             last = journal.latest_run(inv.path)
@@ -364,7 +407,8 @@ def _resume_state(inv: Any, run_id: str | None) -> ResumeState:
     if recorded is None:
         _fail(f"nothing to resume: no run recorded (journal {inv.journal})", ExitCode.INVALID_INPUT)
     result, states, digest = recorded
-    state = resume_state(result, states)
+    carried = result.recovery.repaired if result.recovery is not None else None
+    state = resume_state(result.run_id, states, carried)
     if digest != inventory_digest(inv.path):
         # Often on purpose (a longer timeout, a node fixed by hand); worth saying, not refusing.
         err.print(
@@ -401,8 +445,8 @@ def status(
     else:
         result = recorded[0]
         print_summary(result, out)
-        if result.outcome == "incomplete":
-            out.print(_incomplete_run(inv, result.run_id))
+        for line in _follow_up(inv, result):
+            out.print(line, soft_wrap=True)
     if live:
         _live_status(inv, {s.name: s for s in recorded[1]} if recorded else {}, concurrency)
 
@@ -454,20 +498,40 @@ def _live_status(inv: Any, states: dict[str, NodeState], concurrency: int) -> No
     out.print(summary, markup=False, highlight=False)
 
 
-def _incomplete_run(inv: Any, run_id: str) -> str:
-    """Whether a run with no end record is still going or died, from the inventory's lock."""
+def _follow_up(inv: Any, result: RunResult) -> list[str]:
+    """What the operator should know beyond the table: a lock taken from a dead run, the nodes
+    out of rotation and why, and what is left to do (or whether the run is still going)."""
     from orchestrator.journal import Journal
 
     with Journal(inv.journal) as journal:
+        left_out = journal.nodes_out_of_rotation(result.run_id)
+        not_done = [n for n in journal.unfinished_nodes(result.run_id) if n.outcome != "skipped"]
+        takeovers = [t for t in journal.lock_takeovers(inv.path) if t.run_id == result.run_id]
         holder = journal.lock_holder(inv.path)
-    if holder is not None and holder[0].run_id == run_id and holder[1]:
-        held = holder[0]
-        since = f"{held.since:%Y-%m-%d %H:%M:%SZ}"
-        return f"run {run_id} is in progress (pid {held.pid} on {held.host}, since {since})"
-    return (
-        f"run {run_id} did not finish: its process is gone. Nodes not done are listed above; "
-        f"`orchestrator resume {inv.path}` picks them up."
-    )
+    lines = [
+        f"run {result.run_id} took over the lock of run {t.stale_run_id} (pid {t.stale_pid} on "
+        f"{t.stale_host}, since {t.stale_since:%Y-%m-%d %H:%M:%SZ}): its process was gone"
+        for t in takeovers
+    ]
+    if left_out:
+        reasons = "; ".join(f"{n.name}: {n.reason or 'no reason recorded'}" for n in left_out)
+        lines.append(f"out of rotation: {reasons}")
+    if result.outcome == "incomplete":
+        if holder is not None and holder[0].run_id == result.run_id and holder[1]:
+            held = holder[0]
+            since = f"{held.since:%Y-%m-%d %H:%M:%SZ}"
+            lines.append(f"run {result.run_id} is in progress (pid {held.pid} on {held.host}, since {since})")
+            return lines
+        lines.append(
+            f"run {result.run_id} did not finish: its process is gone. Nodes not done are listed above; "
+            f"`orchestrator resume {inv.path}` picks them up."
+        )
+    elif result.outcome in ("preflight_refused", "invalid_input"):
+        lines.append("nothing was changed on any node")
+    elif not_done:
+        names = ", ".join(f"{n.name} ({n.outcome or 'interrupted'})" for n in not_done)
+        lines.append(f"not done: {names}; `orchestrator resume {inv.path}` picks them up")
+    return lines
 
 
 @app.command(cls=_Command)

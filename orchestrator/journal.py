@@ -34,6 +34,7 @@ from orchestrator.results import (
     PhaseOutcome,
     PhaseResult,
     PhaseStatus,
+    Recovery,
     Rotation,
     RunOutcome,
     RunResult,
@@ -104,6 +105,14 @@ _MIGRATIONS: tuple[tuple[str, ...], ...] = (
             stale_since TEXT NOT NULL
         )""",
     ),
+    (
+        # What ran before a node was first touched, beyond its services: app pools and the balancer's
+        # view; written ahead of the first change (see `record_before`).
+        "ALTER TABLE node_state ADD COLUMN pools_before_json TEXT",
+        "ALTER TABLE node_state ADD COLUMN rotation_before TEXT",
+        # An incomplete run this one found and repaired first, and the dead process's lock it took.
+        "ALTER TABLE runs ADD COLUMN recovery_json TEXT",
+    ),
 )
 SCHEMA_VERSION = len(_MIGRATIONS)
 
@@ -132,11 +141,21 @@ class LockTakeover:
     """A stale lock (its process is gone) that `acquire_lock` replaced; worth telling the operator."""
 
     inventory_path: str
+    run_id: str  # the run that took it over
     stale_run_id: str
     stale_pid: int
     stale_host: str
     stale_since: datetime
     at: datetime
+
+
+@dataclass(frozen=True)
+class Before:
+    """What ran on a node before the run's first change to it: the truth a recovery restores."""
+
+    services: dict[str, str]
+    pools: dict[str, str]
+    rotation: Rotation
 
 
 @dataclass(frozen=True)
@@ -152,8 +171,6 @@ class RunSummary:
     outcome: RunOutcome  # "incomplete" until finish_run
     exit_code: ExitCode
     nodes: int
-    unfinished: int
-    out_of_rotation: int
 
 
 @dataclass(frozen=True)
@@ -169,6 +186,7 @@ class NodeState:
     outcome: NodeOutcome | None
     reason: str | None
     services: dict[str, str]  # the latest snapshot
+    before: Before | None = None  # None: never recorded (the node was never about to be touched)
 
 
 def inventory_key(inventory_path: str | os.PathLike[str]) -> str:
@@ -371,14 +389,12 @@ class Journal:
         services: Mapping[str, str] | None = None,
         outcome: NodeOutcome | None = None,
         reason: str | None = None,
-        services_before: Mapping[str, str] | None = None,
     ) -> None:
         """State the node's situation now.
 
         `rotation`, `outcome` (None while in flight) and `reason` (why it is out of rotation; None
         clears it) replace what was there. `services` is the latest snapshot observed (service name ->
-        status) and `services_before` the one taken before the node was touched; None keeps what was
-        recorded.
+        status); None keeps what was recorded.
         """
         _check(rotation, Rotation, "rotation")
         if outcome is not None:
@@ -390,19 +406,52 @@ class Journal:
                    WHERE run_id = ? AND node = ?""",
                 (rotation, outcome, redact(reason), run_id, node),
             )
-            for column, snapshot in (
-                ("services_after_json", services),
-                ("services_before_json", services_before),
-            ):
-                if snapshot is not None:
-                    conn.execute(
-                        f"UPDATE node_state SET {column} = ? WHERE run_id = ? AND node = ?",
-                        (_dump_services(snapshot), run_id, node),
-                    )
+            if services is not None:
+                conn.execute(
+                    "UPDATE node_state SET services_after_json = ? WHERE run_id = ? AND node = ?",
+                    (_dump_services(services), run_id, node),
+                )
+
+    def record_before(self, run_id: str, befores: Mapping[str, Before]) -> None:
+        """Write ahead, in one committed transaction, what ran on each node before this run changes
+        it. A node's first record stands: a later call cannot replace the truth with a state the run
+        itself produced."""
+        for before in befores.values():
+            _check(before.rotation, Rotation, "rotation")
+        with self._write() as conn:
+            for node, before in befores.items():
+                self._require_node(conn, run_id, node)
+                conn.execute(
+                    """UPDATE node_state SET services_before_json = ?, pools_before_json = ?,
+                           rotation_before = ?
+                       WHERE run_id = ? AND node = ? AND services_before_json IS NULL""",
+                    (
+                        _dump_services(before.services),
+                        _dump_services(before.pools),
+                        before.rotation,
+                        run_id,
+                        node,
+                    ),
+                )
+
+    def record_recovery(self, run_id: str, recovery: Recovery) -> None:
+        """What this run found of an incomplete earlier one (and its lock), for the rebuilt report."""
+        with self._write() as conn:
+            _require_run(conn, run_id)
+            conn.execute(
+                "UPDATE runs SET recovery_json = ? WHERE run_id = ?",
+                (_dump(recovery.model_dump(mode="json")), run_id),
+            )
 
     def finish_run(
-        self, run_id: str, outcome: RunOutcome, exit_code: int, at: datetime | None = None
+        self,
+        run_id: str,
+        outcome: RunOutcome,
+        exit_code: int,
+        at: datetime | None = None,
+        budget: Mapping[str, Any] | None = None,
     ) -> None:
+        """Record the run's end; `budget` (spent, limit, why it stopped) replaces the one it began with."""
         _check(outcome, RunOutcome, "run outcome")
         if outcome == "incomplete":
             raise JournalError("a run cannot finish as 'incomplete'")
@@ -412,8 +461,15 @@ class Journal:
             )
         with self._write() as conn:
             updated = conn.execute(
-                "UPDATE runs SET ended_at = ?, outcome = ?, exit_code = ? WHERE run_id = ?",
-                (_time(at or utc_now()), outcome, exit_code, run_id),
+                "UPDATE runs SET ended_at = ?, outcome = ?, exit_code = ?, "
+                "budget_json = COALESCE(?, budget_json) WHERE run_id = ?",
+                (
+                    _time(at or utc_now()),
+                    outcome,
+                    exit_code,
+                    None if budget is None else _dump(budget),
+                    run_id,
+                ),
             ).rowcount
             if updated == 0:
                 raise JournalError(f"unknown run {run_id!r}")
@@ -475,6 +531,12 @@ class Journal:
         # Same format and zone throughout (see _time), so MIN/MAX on the text are the times' order.
         return [(_parse_time(r["last"]) - _parse_time(r["first"])).total_seconds() for r in rows]
 
+    def recovery(self, run_id: str) -> Recovery | None:
+        """The earlier run `run_id` itself picked up, if any (see `record_recovery`)."""
+        with self._read() as conn:
+            row = _require_run(conn, run_id)
+        return Recovery.model_validate_json(row["recovery_json"]) if row["recovery_json"] else None
+
     def latest_run(self, inventory_path: str | os.PathLike[str]) -> RunSummary | None:
         """The most recently begun run of this inventory, finished or not."""
         with self._read() as conn:
@@ -485,10 +547,7 @@ class Journal:
             if row is None:
                 return None
             counts = conn.execute(
-                """SELECT COUNT(*) AS nodes,
-                          COALESCE(SUM(outcome IS NULL OR outcome != 'done'), 0) AS unfinished,
-                          COALESCE(SUM(rotation = 'out'), 0) AS out_of_rotation
-                   FROM node_state WHERE run_id = ?""",
+                "SELECT COUNT(*) AS nodes FROM node_state WHERE run_id = ?",
                 (row["run_id"],),
             ).fetchone()
         outcome = _run_outcome(row)
@@ -504,8 +563,6 @@ class Journal:
             outcome=outcome,
             exit_code=exit_code_for(outcome),
             nodes=counts["nodes"],
-            unfinished=counts["unfinished"],
-            out_of_rotation=counts["out_of_rotation"],
         )
 
     def unfinished_nodes(self, run_id: str) -> list[NodeState]:
@@ -534,6 +591,7 @@ class Journal:
                 outcome=row["outcome"],
                 reason=row["reason"],
                 services=json.loads(row["services_after_json"] or "{}"),
+                before=_before(row),
             )
             for row in rows
         ]
@@ -561,6 +619,7 @@ class Journal:
             outcome=outcome,
             plan=json.loads(run["plan_json"]),
             budget=json.loads(run["budget_json"]),
+            recovery=json.loads(run["recovery_json"]) if run["recovery_json"] else None,
             nodes=[_node_result(state, events_by_node.get(state["node"], [])) for state in states],
         )
 
@@ -589,6 +648,7 @@ class Journal:
                 raise LockHeld(held["pid"], held["host"], held["run_id"], _parse_time(held["since"]))
             takeover = LockTakeover(
                 inventory_path=key,
+                run_id=run_id,
                 stale_run_id=held["run_id"],
                 stale_pid=held["pid"],
                 stale_host=held["host"],
@@ -637,6 +697,7 @@ class Journal:
         return [
             LockTakeover(
                 inventory_path=row["inventory_path"],
+                run_id=row["run_id"],
                 stale_run_id=row["stale_run_id"],
                 stale_pid=row["stale_pid"],
                 stale_host=row["stale_host"],
@@ -645,6 +706,16 @@ class Journal:
             )
             for row in rows
         ]
+
+
+def _before(row: sqlite3.Row) -> Before | None:
+    if row["services_before_json"] is None:
+        return None
+    return Before(
+        services=json.loads(row["services_before_json"]),
+        pools=json.loads(row["pools_before_json"] or "{}"),
+        rotation=row["rotation_before"] or "unknown",
+    )
 
 
 def _require_run(conn: sqlite3.Connection, run_id: str) -> sqlite3.Row:

@@ -8,39 +8,55 @@ scheduler (pure) decides; this module does the I/O: workflows as tasks, signals,
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import signal
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import TypeVar
 
 import structlog
+from pydantic import JsonValue
 
 from orchestrator import __version__
 from orchestrator.credentials import CredentialsError, resolve_credentials
 from orchestrator.fanout import bounded_map
 from orchestrator.health import HealthChecker
 from orchestrator.inventory import Inventory
+from orchestrator.inventory.live import check_at_run
 from orchestrator.jobs import make_job, make_target
-from orchestrator.journal import Journal, LockHeld
+from orchestrator.journal import Journal, LockHeld, LockTakeover
 from orchestrator.lb.base import LoadBalancer
 from orchestrator.lb.none import NoBalancer
+from orchestrator.lifecycle import NotStarted, Skip
 from orchestrator.log import register_secret
 from orchestrator.plan import Plan, PlanError, make_plan
 from orchestrator.recording import RunRecorder
 from orchestrator.remote.session import Session
 from orchestrator.report.console import LiveProgress
 from orchestrator.report.events import EventStream, RunStarted
-from orchestrator.results import NodeResult, Phase, RunOutcome, RunResult, exit_code_for, utc_now
-from orchestrator.resume import ResumeState
+from orchestrator.results import (
+    NodeResult,
+    Phase,
+    Recovery,
+    RunOutcome,
+    RunResult,
+    StaleLock,
+    exit_code_for,
+    utc_now,
+)
+from orchestrator.resume import ResumeState, remaining_plan, repair_state
 from orchestrator.schedule import Done, Scheduler, Start, Wait, history_estimate
 from orchestrator.watch import HealthWatch
 from orchestrator.workflow import Workflow
+from orchestrator.yamlsource import SourceError
 
 log = structlog.get_logger("orchestrator.run")
+T = TypeVar("T")
 
 # How often the nodes the run is not touching are probed (a balancer's health check would be ~1 s).
 _WATCH_SECONDS = 2.0
@@ -115,6 +131,8 @@ class Rollout:
         self._estimate: float | None = None  # a node's duration in earlier runs, for the change window
         self._stops = 0
         self._tasks: dict[asyncio.Task[NodeResult], str] = {}
+        self._sched: Scheduler | None = None
+        self._stopped_because: str | None = None  # why the run ended early, for the report
 
     # --- signals ----------------------------------------------------------------------------------
 
@@ -156,14 +174,19 @@ class Rollout:
             password = creds[node.name].password
             if password is not None:
                 register_secret(password.get_secret_value())
+        try:
+            await check_at_run(inv, utc_now())
+        except SourceError as exc:
+            raise InvalidInput(str(exc)) from None
 
         journal = Journal(inv.journal)
         try:
-            journal.acquire_lock(inv.path, self.run_id)
+            takeover = journal.acquire_lock(inv.path, self.run_id)
         except LockHeld as held:
             journal.close()
             raise Locked(held) from None
         started = utc_now()
+        recovery = self._recovery(journal, takeover)
         self._estimate = history_estimate(journal.node_durations(inv.path))
         sessions = {n.name: Session(make_target(n, creds[n.name])) for n in inv.nodes}
         installed = self._install_signals()
@@ -175,22 +198,23 @@ class Rollout:
                 planned.to_json(),
                 [(n.name, n.host, n.group) for n in inv.nodes],
             )
-            if self.options.on_start is not None:
-                self.options.on_start(
-                    RunStarted(
-                        at=started,
-                        run_id=self.run_id,
-                        inventory_path=str(inv.path.resolve()),
-                        nodes=[n.name for n in inv.nodes],
-                        plan=planned.to_json(),
-                    )
-                )
+            if recovery is not None:
+                journal.record_recovery(self.run_id, recovery)
+            if self.resume is not None and self.resume.before:
+                # Carried forward at once: if this run dies or is refused before its preflight ends,
+                # the next one still finds the earliest record here.
+                journal.record_before(self.run_id, self.resume.before)
             recorder = RunRecorder(
                 self.run_id,
                 journal,
                 self.options.recorder_events,
                 self.options.progress,
             )
+            begun = recorder.run_started(
+                str(inv.path.resolve()), [n.name for n in inv.nodes], planned.to_json()
+            )
+            if self.options.on_start is not None:
+                self.options.on_start(begun)
             async with HealthChecker() as health:
                 flows = {
                     n.name: Workflow(make_job(n), sessions[n.name], self.lb, health, recorder)
@@ -213,16 +237,10 @@ class Rollout:
                     # and let the reports say so rather than leaving an unfinished journal.
                     log.exception("internal error: the run stopped")
                     outcome, plan = "internal_error", None
+            for flow in flows.values():
+                if flow.life.state in ("queued", "preflighted"):
+                    flow.send(NotStarted())  # the run ended before its turn; recorded as such
             nodes = [flows[n.name].result for n in inv.nodes]
-            for untouched in (r for r in nodes if r.outcome in ("not_started", "skipped")):
-                recorder.node_state(
-                    untouched.name,
-                    rotation=untouched.rotation,
-                    services={},
-                    services_before=untouched.services_before,
-                    outcome=untouched.outcome,
-                    reason=None,
-                )
             result = RunResult(
                 run_id=self.run_id,
                 tool_version=__version__,
@@ -232,12 +250,15 @@ class Rollout:
                 outcome=outcome,
                 plan={
                     **(plan.to_json() if plan else {}),
-                    **({"resumes": self.resume.run_id} if self.resume else {}),
+                    **({"resumes": self.resume.run_id} if self.resume and not self.resume.repair else {}),
                 },
-                budget={},
+                budget=self._budget(outcome),
                 nodes=nodes,
+                recovery=recovery,
             )
-            journal.finish_run(self.run_id, outcome, exit_code_for(outcome), result.ended_at)
+            journal.finish_run(
+                self.run_id, outcome, exit_code_for(outcome), result.ended_at, budget=result.budget
+            )
             return result
         finally:
             loop = asyncio.get_running_loop()
@@ -265,48 +286,68 @@ class Rollout:
         # Whole-fleet preflight: read-only, bounded concurrency; one refusal stops everything.
         # A resumed run preflights only the nodes it will touch.
         active = [f for name, f in flows.items() if self._start_at(name) is not None]
-        oks = await bounded_map(lambda f: f.preflight(), active, limit=self.options.preflight_concurrency)
+        oks = await self._unless_stopped(
+            bounded_map(lambda f: f.preflight(), active, limit=self.options.preflight_concurrency)
+        )
+        if oks is None:
+            return self._stopped_in_preflight(flows), None
+        if not all(oks):
+            return "preflight_refused", None
         for flow in active:
-            earlier = self.resume.services_before.get(flow.job.name) if self.resume else None
-            if earlier:
+            earlier = self.resume.before.get(flow.job.name) if self.resume else None
+            if earlier is not None:
                 # What ran before the *first* attempt is what must run again, not what the
                 # interrupted attempt left stopped.
-                flow.adopt_services_before(earlier)
-        if not all(oks):
-            for flow in flows.values():
-                if flow.result.outcome != "failed":
-                    flow.result.outcome = "not_started"
-            return "preflight_refused", None
-        if self.resume is not None:
-            for name, flow in flows.items():
-                if self._start_at(name) is None:
-                    flow.result.outcome = "skipped"
+                flow.adopt_before(earlier)
+        # Write-ahead: committed before the first change to any node, so a crash from here on
+        # leaves the truth to restore.
+        recorder.before({f.job.name: f.before() for f in active})
+        finished = [flows[name] for name in self._finished(flows)]
+        # Not preflighted, but their rotation is the balancer's to say, not unknown.
+        await bounded_map(lambda f: f.observe_rotation(), finished, limit=self.options.preflight_concurrency)
+        for flow in finished:
+            flow.send(Skip())
 
-        probes = await bounded_map(
-            lambda f: health.probe(f.job.health), flows.values(), limit=self.options.preflight_concurrency
+        probes = await self._unless_stopped(
+            bounded_map(
+                lambda f: health.probe(f.job.health), flows.values(), limit=self.options.preflight_concurrency
+            )
         )
+        if probes is None:
+            return self._stopped_in_preflight(flows), None
         healthy = {name for name, probe in zip(flows, probes, strict=True) if probe.ok}
         for name, probe in zip(flows, probes, strict=True):
             if not probe.ok:
                 log.warning("node unhealthy before the run", node=name, detail=probe.detail)
+        if not healthy and self.resume is None:
+            # Every node failing one check is the check's fault far more often than the farm's (a typo
+            # in the URL, a wrong port): restarting them all would take each out for nothing.
+            name, probe = next(zip(flows, probes, strict=True))
+            example = f"{name}: {flows[name].job.health.url}: {probe.detail}"
+            self._stopped_because = (
+                f"the health check failed on every node before the run (e.g. {example}); "
+                "check health.url. Nothing was touched."
+            )
+            log.error("preflight refused", reason=self._stopped_because)
+            return "preflight_refused", None
         try:
-            plan = self._plan = make_plan(inv, healthy=healthy)
+            plan = self._plan = remaining_plan(make_plan(inv, healthy=healthy), self._finished(flows))
         except PlanError as exc:
+            self._stopped_because = f"plan refused with live health: {inv.error_at(exc.path, exc.message)}"
             log.error("plan refused with live health", error=str(inv.error_at(exc.path, exc.message)))
-            for flow in flows.values():
-                flow.result.outcome = "not_started"
             return "preflight_refused", None
         return await self._schedule(plan, flows, health), plan
 
     async def _schedule(self, plan: Plan, flows: dict[str, Workflow], health: HealthChecker) -> RunOutcome:
         # Giving up after one node's worth of time keeps a cron run from waiting forever on nodes that
         # someone else has to fix; the report then says which nodes were not started and why.
-        sched = Scheduler(
+        sched = self._sched = Scheduler(
             plan,
             finish_by=_monotonic_deadline(plan.finish_by),
             estimate=self._estimate,
             stall_limit=max(plan.deadlines.values(), default=0.0),
             now=time.monotonic(),
+            standing=self._finished(flows),
         )
         watch = HealthWatch(
             sched,
@@ -333,14 +374,7 @@ class Rollout:
                     for d in decisions:
                         assert isinstance(d, Start)
                         sched.node_started(d.name, now)
-                        start_at = self._start_at(d.name)
-                        if start_at is None:
-                            # Done in the run being resumed: it passes through without a touch,
-                            # keeping the health it had when this run began.
-                            sched.node_finished(d.name, now, ok=True)
-                            if d.name in plan.unhealthy:
-                                sched.health_changed(d.name, healthy=False)
-                            continue
+                        start_at = self._start_at(d.name) or "drain"
                         task = asyncio.create_task(flows[d.name].restart(start_at), name=d.name)
                         self._tasks[task] = d.name
                     continue
@@ -356,6 +390,109 @@ class Rollout:
             for task in self._tasks:
                 task.cancel()
             await asyncio.gather(watcher, *self._tasks, return_exceptions=True)
+
+    async def _unless_stopped(self, work: Awaitable[T]) -> T | None:
+        """`work`, or None when a stop is requested first. Preflight and the health pre-check change
+        nothing, so a stop ends them at once instead of after the last of thousands of hosts."""
+        task = asyncio.ensure_future(work)
+        stop = asyncio.create_task(self._stop.wait())
+        try:
+            await asyncio.wait({task, stop}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stop.cancel()
+        if task.done():
+            return task.result()
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        return None
+
+    def _stopped_in_preflight(self, flows: Mapping[str, Workflow]) -> RunOutcome:
+        self._stopped_because = "stopped by a signal during preflight; nothing was touched"
+        log.warning("stopped during preflight: no node was touched")
+        return "aborted_signal"
+
+    def _budget(self, outcome: RunOutcome) -> dict[str, JsonValue]:
+        """The failure budget as the run left it, and why the run stopped where it did."""
+        policy = self.inv.rollout.failure_budget
+        sched = self._sched
+        budget = sched.budget if sched is not None else None
+        return {
+            "policy": policy.model_dump(mode="json"),
+            "limit": budget.tolerated if budget is not None else None,
+            "spent": budget.failures if budget is not None else 0,
+            "exhausted": budget.spent if budget is not None else None,
+            "stopped": self._stop_reason(outcome),
+        }
+
+    def _stop_reason(self, outcome: RunOutcome) -> str | None:
+        sched = self._sched
+        if self._stopped_because is not None:
+            return self._stopped_because
+        if outcome == "aborted_budget" and sched is not None:
+            return f"failure budget spent: {sched.budget.spent}; no node was started after that"
+        if outcome == "aborted_window" and sched is not None:
+            waiting = sched.not_started
+            finish_by = self.inv.rollout.change_window.finish_by
+            assert finish_by is not None  # the scheduler ends a run for the window only with one
+            first = (
+                f" (the next, {waiting[0]}, needs about {sched.estimate(waiting[0]):.0f} s)"
+                if waiting
+                else ""
+            )
+            return (
+                f"change window: {len(waiting)} node(s) not started{first}, as they would not finish "
+                f"by {finish_by.isoformat()}"
+            )
+        if outcome == "aborted_capacity":
+            return "capacity floor: too few healthy nodes for too long to start any other"
+        if outcome == "aborted_signal":
+            return "stopped by a signal; nodes in flight were " + (
+                "cancelled" if self._stops >= 2 else "finished"
+            )
+        if outcome == "internal_error":
+            return "internal error; see the log"
+        return None
+
+    def _recovery(self, journal: Journal, takeover: LockTakeover | None) -> Recovery | None:
+        """An earlier run that never finished: a plain run repairs the nodes it left part-way first;
+        either way a lock taken from its dead process is said, never silent."""
+        stale = (
+            None
+            if takeover is None
+            else StaleLock(
+                run_id=takeover.stale_run_id,
+                pid=takeover.stale_pid,
+                host=takeover.stale_host,
+                since=takeover.stale_since,
+            )
+        )
+        if stale is not None:
+            log.warning(
+                "took over the lock of a run whose process is gone",
+                run_id=stale.run_id,
+                pid=stale.pid,
+                host=stale.host,
+            )
+        if self.resume is None:
+            self.resume = _repair(journal, self.inv.path)
+            if self.resume is not None:
+                log.warning(
+                    "the last run did not finish: repairing the nodes it left part-way first",
+                    run_id=self.resume.run_id,
+                    nodes=self.resume.part_way,
+                )
+        if self.resume is not None:
+            return Recovery(
+                run_id=self.resume.run_id, lock_takeover=stale, repaired=dict(self.resume.part_way)
+            )
+        if stale is not None:
+            return Recovery(run_id=stale.run_id, lock_takeover=stale)
+        return None
+
+    def _finished(self, flows: Mapping[str, Workflow]) -> list[str]:
+        """Nodes the run being resumed finished: not in this run's plan, but counted for the floor."""
+        return [name for name in flows if self._start_at(name) is None]
 
     def _start_at(self, name: str) -> Phase | None:
         if self.resume is None:
@@ -379,6 +516,24 @@ class Rollout:
             for event in events:
                 event.cancel()
         self._wake.clear()
+
+
+def _repair(journal: Journal, inventory: Path) -> ResumeState | None:
+    """What a plain run must repair first, if the latest run left nodes part-way: it is incomplete
+    (its process died), or it was itself a repair that never got to the nodes it took over (refused
+    at preflight, stopped first)."""
+    last = journal.latest_run(inventory)
+    if last is None:
+        return None
+    earlier = journal.recovery(last.run_id)
+    repair = repair_state(
+        last.run_id, journal.node_states(last.run_id), earlier.repaired if earlier is not None else None
+    )
+    if last.outcome == "incomplete" or (
+        earlier is not None and any(n in repair.part_way for n in earlier.repaired)
+    ):
+        return repair
+    return None
 
 
 def _succeeded(task: asyncio.Task[NodeResult], name: str) -> bool:

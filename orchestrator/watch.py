@@ -16,6 +16,7 @@ import structlog
 
 from orchestrator.fanout import bounded_map
 from orchestrator.health import HealthChecker
+from orchestrator.lifecycle import BakeFailed
 from orchestrator.schedule import Scheduler
 from orchestrator.workflow import Workflow
 
@@ -67,17 +68,15 @@ class HealthWatch:
             if stale or not self._watched(name) or probe.ok == self._healthy[name]:
                 continue
             self._healthy[name] = probe.ok
-            was_done = name in self._sched.succeeded
-            self._sched.health_changed(name, probe.ok)
+            bake_failed = self._sched.health_changed(name, probe.ok)
             changed = True
             if probe.ok:
                 log.info("node healthy again", node=name)
-            elif was_done and name in self._sched.failed:
-                # The scheduler counted it as a canary whose health did not hold during the bake.
+            elif bake_failed:
                 log.error(
                     "canary unhealthy during the bake: stopping the rollout", node=name, detail=probe.detail
                 )
-                self._flows[name].bake_failed(probe.detail)
+                self._flows[name].send(BakeFailed(probe.detail))
             else:
                 log.warning("node unhealthy (outside this run)", node=name, detail=probe.detail)
         if changed:

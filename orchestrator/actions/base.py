@@ -39,6 +39,7 @@ class ActionContext:
     poll_max: float = 1.0
     # Filled by preflight and used by the later phases (and recorded in the result).
     services_before: dict[str, str] = field(default_factory=dict)
+    pools_before: dict[str, str] = field(default_factory=dict)  # app pool -> state, when the action has any
 
 
 class Action(Protocol):

