@@ -55,6 +55,7 @@ bench: venv
 	$(PY) bench/fanout.py
 	$(PY) bench/rollout.py
 	$(PY) bench/lb.py
+	$(PY) bench/live_status.py
 
 clean:
 	rm -rf $(VENV) run .mypy_cache .ruff_cache .pytest_cache

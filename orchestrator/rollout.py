@@ -202,16 +202,6 @@ class Rollout:
                 planned.to_json(),
                 [(n.name, n.host, n.group) for n in inv.nodes],
             )
-            if self.options.on_start is not None:
-                self.options.on_start(
-                    RunStarted(
-                        at=started,
-                        run_id=self.run_id,
-                        inventory_path=str(inv.path.resolve()),
-                        nodes=[n.name for n in inv.nodes],
-                        plan=planned.to_json(),
-                    )
-                )
             if recovery is not None:
                 journal.record_recovery(self.run_id, recovery)
             if self.resume is not None and self.resume.before:
@@ -224,7 +214,11 @@ class Rollout:
                 self.options.recorder_events,
                 self.options.progress,
             )
-            recorder.run_started(str(inv.path.resolve()), [n.name for n in inv.nodes], planned.to_json())
+            begun = recorder.run_started(
+                str(inv.path.resolve()), [n.name for n in inv.nodes], planned.to_json()
+            )
+            if self.options.on_start is not None:
+                self.options.on_start(begun)
             policy = drain_policy(inv.load_balancers or (inv.load_balancer,))
             async with HealthChecker() as health:
                 flows = {
