@@ -286,6 +286,10 @@ class Rollout:
                 # interrupted attempt left stopped.
                 flow.adopt_services_before(earlier)
         if not all(oks):
+            refused = [flow for flow, ok in zip(active, oks, strict=True) if not ok]
+            self._stopped_because = f"preflight refused {len(refused)} node(s), so none was touched: " + _why(
+                refused[0]
+            )
             for flow in flows.values():
                 if flow.result.outcome != "failed":
                     flow.result.outcome = "not_started"
@@ -475,6 +479,14 @@ class Rollout:
             for event in events:
                 event.cancel()
         self._wake.clear()
+
+
+def _why(flow: Workflow) -> str:
+    """A node's failure in one line: its name and the error of the phase that stopped it."""
+    phase = flow.result.failed_phase
+    if phase is None or phase.error is None:
+        return flow.job.name
+    return f"{flow.job.name}: {phase.phase}: {phase.error.message}"
 
 
 def _succeeded(task: asyncio.Task[NodeResult], name: str) -> bool:

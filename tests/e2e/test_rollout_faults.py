@@ -115,6 +115,10 @@ def test_wrong_credentials_refuse_the_run_before_anything_is_touched(farm: Any) 
     assert node["phases"][0]["error"]["kind"] == "auth"
     assert all(run.node(n)["outcome"] == "not_started" for n in ("web-01", "web-03"))
     assert touched(f) == []
+    assert run.report is not None
+    assert run.report["budget"]["stopped"].startswith(
+        "preflight refused 1 node(s), so none was touched: web-02: preflight: "
+    )
 
 
 def test_winrm_down_refuses_the_run_before_anything_is_touched(farm: Any) -> None:
