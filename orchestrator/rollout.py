@@ -13,7 +13,7 @@ import hashlib
 import signal
 import time
 import uuid
-from collections.abc import Awaitable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -37,15 +37,8 @@ from orchestrator.plan import Plan, PlanError, make_plan
 from orchestrator.recording import RunRecorder
 from orchestrator.remote.session import Session
 from orchestrator.report.console import LiveProgress
-from orchestrator.report.events import EventStream
-from orchestrator.results import (
-    NodeResult,
-    Phase,
-    RunOutcome,
-    RunResult,
-    exit_code_for,
-    utc_now,
-)
+from orchestrator.report.events import EventStream, RunStarted
+from orchestrator.results import NodeResult, Phase, RunOutcome, RunResult, exit_code_for, utc_now
 from orchestrator.resume import ResumeState
 from orchestrator.schedule import Done, Scheduler, Start, Wait, history_estimate
 from orchestrator.watch import HealthWatch
@@ -75,6 +68,8 @@ class RunOptions:
     environ: Mapping[str, str] | None = None
     recorder_events: EventStream | None = None  # when the operator asked for one
     progress: LiveProgress | None = None  # on a terminal
+    # Told once the run holds the lock and is recorded (live header, notifications); must not block.
+    on_start: Callable[[RunStarted], None] | None = None
 
 
 def static_plan(inv: Inventory) -> Plan:
@@ -192,6 +187,16 @@ class Rollout:
                 planned.to_json(),
                 [(n.name, n.host, n.group) for n in inv.nodes],
             )
+            if self.options.on_start is not None:
+                self.options.on_start(
+                    RunStarted(
+                        at=started,
+                        run_id=self.run_id,
+                        inventory_path=str(inv.path.resolve()),
+                        nodes=[n.name for n in inv.nodes],
+                        plan=planned.to_json(),
+                    )
+                )
             recorder = RunRecorder(
                 self.run_id,
                 journal,

@@ -30,6 +30,7 @@ from orchestrator.inventory.model import (
     NodeHealth,
     NodeSpec,
     NodeTransport,
+    Notify,
     Rollout,
     Settings,
 )
@@ -81,6 +82,8 @@ class Inventory:
     """Accepted but risky settings, formatted like errors (file:line:col: field: message)."""
     _document: Document = field(repr=False)
     _origins: Mapping[str, _Origins] = field(repr=False)
+    notify: Notify = field(default_factory=Notify)
+    journal_keep_days: float = 365
 
     def node(self, name: str) -> NodeSpec:
         for node in self.nodes:
@@ -142,6 +145,8 @@ class _Loader:
             warnings=tuple(self.warnings),
             _document=self.doc,
             _origins=origins,
+            notify=self.raw.notify,
+            journal_keep_days=self.raw.journal_keep_days,
         )
 
     def fail(self, path: PathKey, message: str) -> SourceError:

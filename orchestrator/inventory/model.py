@@ -13,6 +13,7 @@ from pydantic import (
     Field,
     SecretStr,
     Tag,
+    model_validator,
 )
 
 from orchestrator.inventory.values import (
@@ -305,6 +306,49 @@ class LoadBalancer(_Model):
     command: CommandLbSettings | None = None
 
 
+def _check_webhook_url(value: str) -> str:
+    if not re.match(r"https?://[^/\s]+", value):
+        raise ValueError("expected an http:// or https:// URL")
+    return value
+
+
+class Webhook(_Model):
+    """An HTTP endpoint told when a run starts, finishes or aborts (POST, JSON). Exactly one of url
+    and url_env."""
+
+    url: Annotated[str, AfterValidator(_check_webhook_url)] | None = None
+    """The endpoint. Chat webhook URLs are often secrets themselves: prefer url_env."""
+    url_env: EnvName | None = None
+    """Environment variable holding the endpoint's URL; read when the run starts, never logged."""
+    token_env: EnvName | None = None
+    """Environment variable with a bearer token sent as `Authorization: Bearer ...`; never logged."""
+    on: Annotated[list[Literal["start", "finish", "abort"]], Field(min_length=1)] = [
+        "start",
+        "finish",
+        "abort",
+    ]
+    """Which moments to report: start (the run holds its lock), finish (succeeded or partial), abort
+    (any other outcome: budget, window, signal, capacity, preflight refused, internal error)."""
+    format: Literal["json", "text"] = "json"
+    """json: the full payload; text: `{"text": "<one-line summary>"}`, which chat tools post as is."""
+    timeout: Seconds = 5.0
+    """Seconds per attempt."""
+    retries: Annotated[int, Field(ge=0, le=5)] = 2
+    """Further attempts after a failed one (connection error, timeout, a status other than 2xx)."""
+
+    @model_validator(mode="after")
+    def _one_url(self) -> Webhook:
+        if (self.url is None) == (self.url_env is None):
+            raise ValueError("a webhook needs exactly one of url and url_env")
+        return self
+
+
+class Notify(_Model):
+    """Who is told about runs. A notification that fails is logged and never fails the run."""
+
+    webhooks: list[Webhook] = []
+
+
 def _check_version(value: int) -> int:
     if value != 1:
         raise ValueError(f"unsupported inventory version {value}; this orchestrator reads version 1")
@@ -328,6 +372,10 @@ class InventoryFile(_Model):
     load_balancer: LoadBalancer = LoadBalancer()
     journal: Text = ".orchestrator/journal.sqlite"
     """SQLite run journal, relative to the inventory file."""
+    journal_keep_days: Annotated[float, Field(gt=0)] = 365
+    """Finished runs older than this many days are pruned from the journal when a run ends; a run
+    with no recorded end (in progress, or its process died) is never pruned."""
+    notify: Notify = Notify()
     sim: Any = None
     """An extension slot: the simulated farm's settings, read by the farm; not modelled here."""
 
