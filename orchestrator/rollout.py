@@ -23,6 +23,7 @@ import structlog
 from pydantic import JsonValue
 
 from orchestrator import __version__
+from orchestrator.budget import FailureBudget
 from orchestrator.credentials import CredentialsError, resolve_credentials
 from orchestrator.fanout import bounded_map
 from orchestrator.health import HealthChecker
@@ -292,9 +293,8 @@ class Rollout:
                 flow.adopt_services_before(earlier)
         if not all(oks):
             refused = [flow for flow, ok in zip(active, oks, strict=True) if not ok]
-            self._stopped_because = f"preflight refused {len(refused)} node(s), so none was touched: " + _why(
-                refused[0]
-            )
+            first = _why(refused[0])
+            self._stopped_because = f"preflight refused {len(refused)} node(s), so none was touched: {first}"
             for flow in flows.values():
                 if flow.result.outcome != "failed":
                     flow.result.outcome = "not_started"
@@ -423,13 +423,13 @@ class Rollout:
     def _budget(self, outcome: RunOutcome) -> dict[str, JsonValue]:
         """The failure budget as the run left it, and why the run stopped where it did."""
         policy = self.inv.rollout.failure_budget
-        sched = self._sched
-        budget = sched.budget if sched is not None else None
+        # Before scheduling (a refusal, a stop in preflight) nothing was spent of the whole budget.
+        budget = self._sched.budget if self._sched is not None else FailureBudget(policy, len(self.inv.nodes))
         return {
             "policy": policy.model_dump(mode="json"),
-            "limit": budget.tolerated if budget is not None else None,
-            "spent": budget.failures if budget is not None else 0,
-            "exhausted": budget.spent if budget is not None else None,
+            "limit": budget.tolerated,
+            "spent": budget.failures,
+            "exhausted": budget.spent,
             "stopped": self._stop_reason(outcome),
         }
 

@@ -297,6 +297,7 @@ def test_a_health_check_failing_on_every_node_refuses_the_run(farm: Any) -> None
     assert "Traceback" not in run.stderr
     assert run.report is not None
     assert [n["outcome"] for n in run.report["nodes"]] == ["not_started"] * 3
+    assert (run.report["budget"]["limit"], run.report["budget"]["spent"]) == (1, 0)  # nothing spent
     stopped = run.report["budget"]["stopped"]
     assert "the health check failed on every node" in stopped and "status 404" in stopped
     assert "stopped: the health check failed on every node" in run.stdout
