@@ -56,6 +56,7 @@ bench: venv
 	$(PY) bench/rollout.py
 	$(PY) bench/lb.py
 	$(PY) bench/live_status.py
+	$(PY) bench/inputs.py
 
 clean:
 	rm -rf $(VENV) run .mypy_cache .ruff_cache .pytest_cache

@@ -23,6 +23,7 @@ import structlog
 from pydantic import JsonValue
 
 from orchestrator import __version__
+from orchestrator.budget import FailureBudget
 from orchestrator.credentials import CredentialsError, resolve_credentials
 from orchestrator.fanout import bounded_map
 from orchestrator.health import HealthChecker
@@ -291,6 +292,9 @@ class Rollout:
         if oks is None:
             return self._stopped_in_preflight(flows), None
         if not all(oks):
+            refused = [flow for flow, ok in zip(active, oks, strict=True) if not ok]
+            first = _why(refused[0])
+            self._stopped_because = f"preflight refused {len(refused)} node(s), so none was touched: {first}"
             return "preflight_refused", None
         for flow in active:
             earlier = self.resume.before.get(flow.job.name) if self.resume else None
@@ -423,13 +427,13 @@ class Rollout:
     def _budget(self, outcome: RunOutcome) -> dict[str, JsonValue]:
         """The failure budget as the run left it, and why the run stopped where it did."""
         policy = self.inv.rollout.failure_budget
-        sched = self._sched
-        budget = sched.budget if sched is not None else None
+        # Before scheduling (a refusal, a stop in preflight) nothing was spent of the whole budget.
+        budget = self._sched.budget if self._sched is not None else FailureBudget(policy, len(self.inv.nodes))
         return {
             "policy": policy.model_dump(mode="json"),
-            "limit": budget.tolerated if budget is not None else None,
-            "spent": budget.failures if budget is not None else 0,
-            "exhausted": budget.spent if budget is not None else None,
+            "limit": budget.tolerated,
+            "spent": budget.failures,
+            "exhausted": budget.spent,
             "stopped": self._stop_reason(outcome),
         }
 
@@ -597,6 +601,14 @@ def _repair(journal: Journal, inventory: Path) -> ResumeState | None:
     ):
         return repair
     return None
+
+
+def _why(flow: Workflow) -> str:
+    """A node's failure in one line: its name and the error of the phase that stopped it."""
+    phase = flow.result.failed_phase
+    if phase is None or phase.error is None:
+        return flow.job.name
+    return f"{flow.job.name}: {phase.phase}: {phase.error.message}"
 
 
 def _succeeded(task: asyncio.Task[NodeResult], name: str) -> bool:

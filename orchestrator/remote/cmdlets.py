@@ -14,7 +14,7 @@ from orchestrator.remote.errors import RemoteError, prop
 from orchestrator.remote.session import Cmd, Invocation, Session
 from orchestrator.results import ErrorInfo
 
-# ServiceControllerStatus values (windows-fidelity §1), for serializers that send the bare number.
+# ServiceControllerStatus values (docs/windows-fidelity.md §1), for serializers that send the bare number.
 _STATUS_BY_VALUE = {
     1: "Stopped",
     2: "StartPending",

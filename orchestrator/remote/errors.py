@@ -12,7 +12,7 @@ from typing import Any
 
 from orchestrator.results import ErrorInfo
 
-# Win32 codes we act on (windows-fidelity §2).
+# Win32 codes we act on (docs/windows-fidelity.md §2).
 ACCESS_DENIED = 5
 SERVICE_REQUEST_TIMEOUT = 1053
 SERVICE_DISABLED = 1058
@@ -44,7 +44,7 @@ _KIND_BY_ERROR_ID = {
     "ServiceIsDependentOnNoForce": "dependent_services",
 }
 
-# WS-Man quota faults (windows-fidelity §5).
+# WS-Man quota faults (docs/windows-fidelity.md §5).
 _QUOTA_FAULTS = {0x803381A5, 0x803381A6, 0x80338111, *range(0x803381E4, 0x803381EA)}
 WSMAN_TIMED_OUT = 2150858793
 

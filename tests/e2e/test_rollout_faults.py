@@ -6,6 +6,7 @@ Each test asserts what the operator sees (exit code, report) and what really hap
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from orchestrator.results import ExitCode
@@ -81,8 +82,16 @@ def test_control_busy_1061_is_waited_out(farm: Any) -> None:
 
 
 def test_access_denied_is_classified_and_fails_fast(farm: Any) -> None:
-    f = farm(InventorySpec(nodes=2, faults={"web-01": [{"kind": "access_denied", "service": "W3SVC"}]}))
-    run = f.run()
+    stop_timeout = 300.0
+    f = farm(
+        InventorySpec(
+            nodes=2,
+            faults={"web-01": [{"kind": "access_denied", "service": "W3SVC"}]},
+            timeouts={"stop": stop_timeout, "node": 2 * stop_timeout},
+        )
+    )
+    # A run that waited for the stop timeout would still be running at this deadline.
+    run = f.run(timeout=stop_timeout / 3)
     node = run.node("web-01")
     assert node["outcome"] == "failed"
     errors = [p["error"] for p in node["phases"] if p["error"]]
@@ -90,8 +99,11 @@ def test_access_denied_is_classified_and_fails_fast(farm: Any) -> None:
     assert errors[0]["code"] == 5
     stop = next(p for p in node["phases"] if p["phase"] == "stop")
     # Fails on the first refusal rather than waiting for the stop timeout.
-    assert stop["outcome"] == "failed"
-    assert killed(f) == []
+    assert stop["outcome"] == "failed" and stop["attempts"] == 1
+    took = datetime.fromisoformat(stop["ended_at"]) - datetime.fromisoformat(stop["started_at"])
+    assert took.total_seconds() < stop_timeout / 10
+    # Its dependent was stopped first, W3SVC itself refused once (OpenService), nothing killed.
+    assert controls(f, "web-01") == [("W3LOGSVC", "stop")] and killed(f) == []
 
 
 def test_wrong_credentials_refuse_the_run_before_anything_is_touched(farm: Any) -> None:
@@ -103,6 +115,10 @@ def test_wrong_credentials_refuse_the_run_before_anything_is_touched(farm: Any) 
     assert node["phases"][0]["error"]["kind"] == "auth"
     assert all(run.node(n)["outcome"] == "not_started" for n in ("web-01", "web-03"))
     assert touched(f) == []
+    assert run.report is not None
+    assert run.report["budget"]["stopped"].startswith(
+        "preflight refused 1 node(s), so none was touched: web-02: preflight: "
+    )
 
 
 def test_winrm_down_refuses_the_run_before_anything_is_touched(farm: Any) -> None:
