@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 # Each farm gets its own /24 on loopback so tests never share listeners.
 _blocks = itertools.count(100)
 
@@ -240,6 +242,66 @@ def interrupt_twice_during_stop(proc: subprocess.Popen[str], events: Path, node:
     wait_for_line(proc, "stop requested", time.monotonic() + 30)
     proc.send_signal(signal.SIGINT)
     proc.communicate(timeout=60)
+
+
+def start_farm(spec: InventorySpec | Path, workdir: Path) -> Farm:
+    """A farm for that inventory, started as an operator would (`orchestrator sim`), ready."""
+    inventory = workdir / "inventory.yaml"
+    if isinstance(spec, Path):
+        inventory.write_text(spec.read_text())
+    else:
+        inventory.write_text(yaml.safe_dump(spec.render(next(_blocks), 8080), sort_keys=False))
+    describe = workdir / "farm.json"
+    # stderr to a file: a pipe nobody reads would fill up and stall the farm.
+    with open(workdir / "sim.log", "wb") as log:
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "orchestrator",
+                "sim",
+                "--inventory",
+                str(inventory),
+                "--describe",
+                str(describe),
+            ],
+            stdout=subprocess.PIPE,
+            stderr=log,
+            env=_env(),
+        )
+    f = Farm(inventory, {}, proc, workdir)
+    try:
+        _wait_ready(proc, workdir / "sim.log", deadline=time.monotonic() + 60)
+    except BaseException:
+        stop_farm(f)
+        raise
+    f.describe = json.loads(describe.read_text())
+    return f
+
+
+def stop_farm(f: Farm) -> None:
+    f.proc.terminate()
+    try:
+        f.proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        f.proc.kill()
+        f.proc.wait()
+
+
+def _wait_ready(proc: subprocess.Popen[bytes], log: Path, deadline: float) -> None:
+    assert proc.stdout is not None
+    sel = selectors.DefaultSelector()
+    sel.register(proc.stdout, selectors.EVENT_READ)
+    buf = b""
+    while time.monotonic() < deadline:
+        if sel.select(timeout=max(0.0, deadline - time.monotonic())):
+            chunk = os.read(proc.stdout.fileno(), 4096)
+            if not chunk:
+                break
+            buf += chunk
+            if b"ready\n" in buf:
+                return
+    raise AssertionError(f"farm did not become ready: {buf!r}\n{log.read_text()}")
 
 
 # Services slow enough that a run can be caught in the middle of a node.
