@@ -186,10 +186,16 @@ class Rollout:
             )
             if recovery is not None:
                 journal.record_recovery(self.run_id, recovery)
-            if self.resume is not None and self.resume.before:
+            carried = (
+                {n.name: self.resume.before[n.name] for n in inv.nodes if n.name in self.resume.before}
+                if self.resume
+                else {}
+            )
+            if carried:
                 # Carried forward at once: if this run dies or is refused before its preflight ends,
-                # the next one still finds the earliest record here.
-                journal.record_before(self.run_id, self.resume.before)
+                # the next one still finds the earliest record here. (A node since removed from the
+                # inventory is not this run's to carry.)
+                journal.record_before(self.run_id, carried)
             recorder = RunRecorder(
                 self.run_id,
                 journal,
