@@ -4,13 +4,14 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 RUN    := run/demo
 
-.PHONY: venv lint test demo bench clean
+.PHONY: venv browser lint test demo bench clean
 
 $(STAMP): pyproject.toml simfarm/pyproject.toml
 	python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[dev]' -e './simfarm[test]'
 	touch $(STAMP)
+	@echo "installed: run '. $(VENV)/bin/activate' to put the orchestrator command on your PATH"
 
 venv: $(STAMP)
 
@@ -21,7 +22,12 @@ lint: venv
 	$(VENV)/bin/mypy orchestrator tests bench
 	cd simfarm && $(abspath $(VENV))/bin/mypy simfarm tests
 
-test: lint
+# Headless Chromium renders the HTML report in tests/e2e/test_html_browser.py (Debian's package).
+browser:
+	@command -v chromium >/dev/null || apt-get install -y chromium \
+		|| (apt-get update && apt-get install -y chromium)
+
+test: lint browser
 	$(VENV)/bin/pytest -q
 	cd simfarm && $(abspath $(VENV))/bin/pytest -q
 
@@ -34,8 +40,9 @@ demo: venv
 		> $(RUN)/sim.out 2> $(RUN)/sim.log & echo $$! > $(RUN)/sim.pid; \
 	for i in $$(seq 1 300); do grep -qx ready $(RUN)/sim.out 2>/dev/null && break; \
 		kill -0 $$(cat $(RUN)/sim.pid) 2>/dev/null || break; sleep 0.1; done; \
-	if ! grep -qx ready $(RUN)/sim.out; then echo "simulated farm did not start:"; cat $(RUN)/sim.log; \
-		kill $$(cat $(RUN)/sim.pid) 2>/dev/null; exit 1; fi; \
+	if ! grep -qx ready $(RUN)/sim.out; then kill $$(cat $(RUN)/sim.pid) 2>/dev/null; \
+		echo "make demo: the simulated farm did not start: $$(sed 's/^error: //' $(RUN)/sim.log | paste -sd ' ')" >&2; \
+		exit 1; fi; \
 	$(PY) -m orchestrator run inventories/demo.yaml --report $(RUN)/report.json --events $(RUN)/run-events.jsonl; \
 	rc=$$?; kill $$(cat $(RUN)/sim.pid); wait; \
 	echo "report: $(RUN)/report.json  farm event log: $$($(PY) -c 'import json;print(json.load(open("$(RUN)/farm.json"))["events"])')"; \

@@ -444,8 +444,14 @@ class Journal:
             )
 
     def finish_run(
-        self, run_id: str, outcome: RunOutcome, exit_code: int, at: datetime | None = None
+        self,
+        run_id: str,
+        outcome: RunOutcome,
+        exit_code: int,
+        at: datetime | None = None,
+        budget: Mapping[str, Any] | None = None,
     ) -> None:
+        """Record the run's end; `budget` (spent, limit, why it stopped) replaces the one it began with."""
         _check(outcome, RunOutcome, "run outcome")
         if outcome == "incomplete":
             raise JournalError("a run cannot finish as 'incomplete'")
@@ -455,11 +461,44 @@ class Journal:
             )
         with self._write() as conn:
             updated = conn.execute(
-                "UPDATE runs SET ended_at = ?, outcome = ?, exit_code = ? WHERE run_id = ?",
-                (_time(at or utc_now()), outcome, exit_code, run_id),
+                "UPDATE runs SET ended_at = ?, outcome = ?, exit_code = ?, "
+                "budget_json = COALESCE(?, budget_json) WHERE run_id = ?",
+                (
+                    _time(at or utc_now()),
+                    outcome,
+                    exit_code,
+                    None if budget is None else _dump(budget),
+                    run_id,
+                ),
             ).rowcount
             if updated == 0:
                 raise JournalError(f"unknown run {run_id!r}")
+
+    def prune(self, inventory_path: str | os.PathLike[str], ended_before: datetime) -> list[str]:
+        """Delete this inventory's runs that ended before `ended_before`, with their events and node
+        states; returns their ids, oldest first.
+
+        A run with no recorded end is never pruned (it may be in progress, or be the one to resume),
+        nor is the inventory's latest run, whatever its age: `status` and `resume` read it.
+        """
+        key = inventory_key(inventory_path)
+        with self._write() as conn:
+            rows = conn.execute(
+                """SELECT run_id FROM runs
+                   WHERE inventory_path = ? AND ended_at IS NOT NULL AND ended_at < ?
+                     AND seq < (SELECT MAX(seq) FROM runs WHERE inventory_path = ?)
+                   ORDER BY seq""",
+                (key, _time(ended_before), key),
+            ).fetchall()
+            run_ids = [str(row["run_id"]) for row in rows]
+            for run_id in run_ids:
+                conn.execute("DELETE FROM node_events WHERE run_id = ?", (run_id,))
+                conn.execute("DELETE FROM node_state WHERE run_id = ?", (run_id,))
+                conn.execute("DELETE FROM runs WHERE run_id = ?", (run_id,))
+            conn.execute(
+                "DELETE FROM lock_takeovers WHERE inventory_path = ? AND at < ?", (key, _time(ended_before))
+            )
+        return run_ids
 
     @staticmethod
     def _require_node(conn: sqlite3.Connection, run_id: str, node: str) -> None:

@@ -8,22 +8,26 @@ scheduler (pure) decides; this module does the I/O: workflows as tasks, signals,
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import signal
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import TypeVar
 
 import structlog
+from pydantic import JsonValue
 
 from orchestrator import __version__
 from orchestrator.credentials import CredentialsError, resolve_credentials
 from orchestrator.fanout import bounded_map
 from orchestrator.health import HealthChecker
 from orchestrator.inventory import Inventory
+from orchestrator.inventory.live import check_at_run
 from orchestrator.jobs import make_job, make_target
 from orchestrator.journal import Journal, LockHeld, LockTakeover
 from orchestrator.lb.base import LoadBalancer
@@ -34,7 +38,7 @@ from orchestrator.plan import Plan, PlanError, make_plan
 from orchestrator.recording import RunRecorder
 from orchestrator.remote.session import Session
 from orchestrator.report.console import LiveProgress
-from orchestrator.report.events import EventStream
+from orchestrator.report.events import EventStream, RunStarted
 from orchestrator.results import (
     NodeResult,
     Phase,
@@ -49,8 +53,10 @@ from orchestrator.resume import ResumeState, remaining_plan, repair_state
 from orchestrator.schedule import Done, Scheduler, Start, Wait, history_estimate
 from orchestrator.watch import HealthWatch
 from orchestrator.workflow import Workflow
+from orchestrator.yamlsource import SourceError
 
 log = structlog.get_logger("orchestrator.run")
+T = TypeVar("T")
 
 # How often the nodes the run is not touching are probed (a balancer's health check would be ~1 s).
 _WATCH_SECONDS = 2.0
@@ -72,6 +78,8 @@ class RunOptions:
     environ: Mapping[str, str] | None = None
     recorder_events: EventStream | None = None  # when the operator asked for one
     progress: LiveProgress | None = None  # on a terminal
+    # Told once the run holds the lock and is recorded (live header, notifications); must not block.
+    on_start: Callable[[RunStarted], None] | None = None
 
 
 def static_plan(inv: Inventory) -> Plan:
@@ -123,6 +131,8 @@ class Rollout:
         self._estimate: float | None = None  # a node's duration in earlier runs, for the change window
         self._stops = 0
         self._tasks: dict[asyncio.Task[NodeResult], str] = {}
+        self._sched: Scheduler | None = None
+        self._stopped_because: str | None = None  # why the run ended early, for the report
 
     # --- signals ----------------------------------------------------------------------------------
 
@@ -164,6 +174,10 @@ class Rollout:
             password = creds[node.name].password
             if password is not None:
                 register_secret(password.get_secret_value())
+        try:
+            await check_at_run(inv, utc_now())
+        except SourceError as exc:
+            raise InvalidInput(str(exc)) from None
 
         journal = Journal(inv.journal)
         try:
@@ -184,6 +198,16 @@ class Rollout:
                 planned.to_json(),
                 [(n.name, n.host, n.group) for n in inv.nodes],
             )
+            if self.options.on_start is not None:
+                self.options.on_start(
+                    RunStarted(
+                        at=started,
+                        run_id=self.run_id,
+                        inventory_path=str(inv.path.resolve()),
+                        nodes=[n.name for n in inv.nodes],
+                        plan=planned.to_json(),
+                    )
+                )
             if recovery is not None:
                 journal.record_recovery(self.run_id, recovery)
             carried = (
@@ -240,11 +264,13 @@ class Rollout:
                     **(plan.to_json() if plan else {}),
                     **({"resumes": self.resume.run_id} if self.resume and not self.resume.repair else {}),
                 },
-                budget={},
+                budget=self._budget(outcome),
                 nodes=nodes,
                 recovery=recovery,
             )
-            journal.finish_run(self.run_id, outcome, exit_code_for(outcome), result.ended_at)
+            journal.finish_run(
+                self.run_id, outcome, exit_code_for(outcome), result.ended_at, budget=result.budget
+            )
             return result
         finally:
             loop = asyncio.get_running_loop()
@@ -272,7 +298,11 @@ class Rollout:
         # Whole-fleet preflight: read-only, bounded concurrency; one refusal stops everything.
         # A resumed run preflights only the nodes it will touch.
         active = [f for name, f in flows.items() if self._start_at(name) is not None]
-        oks = await bounded_map(lambda f: f.preflight(), active, limit=self.options.preflight_concurrency)
+        oks = await self._unless_stopped(
+            bounded_map(lambda f: f.preflight(), active, limit=self.options.preflight_concurrency)
+        )
+        if oks is None:
+            return self._stopped_in_preflight(flows), None
         if not all(oks):
             return "preflight_refused", None
         for flow in active:
@@ -290,16 +320,32 @@ class Rollout:
         for flow in finished:
             flow.send(Skip())
 
-        probes = await bounded_map(
-            lambda f: health.probe(f.job.health), flows.values(), limit=self.options.preflight_concurrency
+        probes = await self._unless_stopped(
+            bounded_map(
+                lambda f: health.probe(f.job.health), flows.values(), limit=self.options.preflight_concurrency
+            )
         )
+        if probes is None:
+            return self._stopped_in_preflight(flows), None
         healthy = {name for name, probe in zip(flows, probes, strict=True) if probe.ok}
         for name, probe in zip(flows, probes, strict=True):
             if not probe.ok:
                 log.warning("node unhealthy before the run", node=name, detail=probe.detail)
+        if not healthy and self.resume is None:
+            # Every node failing one check is the check's fault far more often than the farm's (a typo
+            # in the URL, a wrong port): restarting them all would take each out for nothing.
+            name, probe = next(zip(flows, probes, strict=True))
+            example = f"{name}: {flows[name].job.health.url}: {probe.detail}"
+            self._stopped_because = (
+                f"the health check failed on every node before the run (e.g. {example}); "
+                "check health.url. Nothing was touched."
+            )
+            log.error("preflight refused", reason=self._stopped_because)
+            return "preflight_refused", None
         try:
             plan = self._plan = remaining_plan(make_plan(inv, healthy=healthy), self._finished(flows))
         except PlanError as exc:
+            self._stopped_because = f"plan refused with live health: {inv.error_at(exc.path, exc.message)}"
             log.error("plan refused with live health", error=str(inv.error_at(exc.path, exc.message)))
             return "preflight_refused", None
         return await self._schedule(plan, flows, health), plan
@@ -307,7 +353,7 @@ class Rollout:
     async def _schedule(self, plan: Plan, flows: dict[str, Workflow], health: HealthChecker) -> RunOutcome:
         # Giving up after one node's worth of time keeps a cron run from waiting forever on nodes that
         # someone else has to fix; the report then says which nodes were not started and why.
-        sched = Scheduler(
+        sched = self._sched = Scheduler(
             plan,
             finish_by=_monotonic_deadline(plan.finish_by),
             estimate=self._estimate,
@@ -356,6 +402,69 @@ class Rollout:
             for task in self._tasks:
                 task.cancel()
             await asyncio.gather(watcher, *self._tasks, return_exceptions=True)
+
+    async def _unless_stopped(self, work: Awaitable[T]) -> T | None:
+        """`work`, or None when a stop is requested first. Preflight and the health pre-check change
+        nothing, so a stop ends them at once instead of after the last of thousands of hosts."""
+        task = asyncio.ensure_future(work)
+        stop = asyncio.create_task(self._stop.wait())
+        try:
+            await asyncio.wait({task, stop}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stop.cancel()
+        if task.done():
+            return task.result()
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        return None
+
+    def _stopped_in_preflight(self, flows: Mapping[str, Workflow]) -> RunOutcome:
+        self._stopped_because = "stopped by a signal during preflight; nothing was touched"
+        log.warning("stopped during preflight: no node was touched")
+        return "aborted_signal"
+
+    def _budget(self, outcome: RunOutcome) -> dict[str, JsonValue]:
+        """The failure budget as the run left it, and why the run stopped where it did."""
+        policy = self.inv.rollout.failure_budget
+        sched = self._sched
+        budget = sched.budget if sched is not None else None
+        return {
+            "policy": policy.model_dump(mode="json"),
+            "limit": budget.tolerated if budget is not None else None,
+            "spent": budget.failures if budget is not None else 0,
+            "exhausted": budget.spent if budget is not None else None,
+            "stopped": self._stop_reason(outcome),
+        }
+
+    def _stop_reason(self, outcome: RunOutcome) -> str | None:
+        sched = self._sched
+        if self._stopped_because is not None:
+            return self._stopped_because
+        if outcome == "aborted_budget" and sched is not None:
+            return f"failure budget spent: {sched.budget.spent}; no node was started after that"
+        if outcome == "aborted_window" and sched is not None:
+            waiting = sched.not_started
+            finish_by = self.inv.rollout.change_window.finish_by
+            assert finish_by is not None  # the scheduler ends a run for the window only with one
+            first = (
+                f" (the next, {waiting[0]}, needs about {sched.estimate(waiting[0]):.0f} s)"
+                if waiting
+                else ""
+            )
+            return (
+                f"change window: {len(waiting)} node(s) not started{first}, as they would not finish "
+                f"by {finish_by.isoformat()}"
+            )
+        if outcome == "aborted_capacity":
+            return "capacity floor: too few healthy nodes for too long to start any other"
+        if outcome == "aborted_signal":
+            return "stopped by a signal; nodes in flight were " + (
+                "cancelled" if self._stops >= 2 else "finished"
+            )
+        if outcome == "internal_error":
+            return "internal error; see the log"
+        return None
 
     def _recovery(self, journal: Journal, takeover: LockTakeover | None) -> Recovery | None:
         """An earlier run that never finished: a plain run repairs the nodes it left part-way first;

@@ -15,8 +15,10 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from orchestrator import yamlsource
+from orchestrator.addresses import host_key
 from orchestrator.inventory.model import (
     _NODE_OWN_KEYS,
     CredentialsRef,
@@ -28,6 +30,7 @@ from orchestrator.inventory.model import (
     NodeHealth,
     NodeSpec,
     NodeTransport,
+    Notify,
     Rollout,
     Settings,
 )
@@ -79,6 +82,8 @@ class Inventory:
     """Accepted but risky settings, formatted like errors (file:line:col: field: message)."""
     _document: Document = field(repr=False)
     _origins: Mapping[str, _Origins] = field(repr=False)
+    notify: Notify = field(default_factory=Notify)
+    journal_keep_days: float = 365
 
     def node(self, name: str) -> NodeSpec:
         for node in self.nodes:
@@ -140,6 +145,8 @@ class _Loader:
             warnings=tuple(self.warnings),
             _document=self.doc,
             _origins=origins,
+            notify=self.raw.notify,
+            journal_keep_days=self.raw.journal_keep_days,
         )
 
     def fail(self, path: PathKey, message: str) -> SourceError:
@@ -247,14 +254,16 @@ class _Loader:
                 raise self.fail(
                     ("nodes", index, "name"), f"duplicate node name {node.name!r}, first at nodes[{first}]"
                 )
-        addresses: dict[str, NodeSpec] = {}
+        addresses: dict[tuple[str, int], NodeSpec] = {}
         lb_names: dict[str, NodeSpec] = {}
         for index, node in enumerate(nodes):
-            address = f"{node.host.lower()}:{node.transport.port}"
-            if (other := addresses.setdefault(address, node)) is not node:
+            key = host_key(node.host)
+            if (other := addresses.setdefault((key, node.transport.port), node)) is not node:
+                spelled = f" ({node.host} is {key})" if key != node.host else ""
                 raise self.fail(
                     ("nodes", index, "host"),
-                    f"{node.host} port {node.transport.port} is also node {other.name!r}",
+                    f"{node.host} port {node.transport.port} is also node {other.name!r} "
+                    f"({other.host}){spelled}: one machine would be restarted twice",
                 )
             if (other := lb_names.setdefault(node.lb_name, node)) is not node:
                 raise origins[node.name].error(
@@ -402,6 +411,9 @@ class _NodeResolver:
             origin.group(0) + w if w.startswith("/") else w
             for w in (self._substitute(t, url=True) for t in h.warmup_urls)
         ]
+        self._check_url_host(url, ("health", "url"))
+        for index, warmup in enumerate(warmups):
+            self._check_url_host(warmup, ("health", "warmup_urls", index))
         if not url.startswith("https://"):
             for key in ("ca_file", "tls_verify"):
                 if getattr(h, key) != Health.model_fields[key].default:
@@ -415,6 +427,24 @@ class _NodeResolver:
             )
         return NodeHealth.model_validate(
             h.model_dump() | {"url": url, "warmup_urls": warmups, "ca_file": self._path(h.ca_file)}
+        )
+
+    def _check_url_host(self, url: str, setting: PathKey) -> None:
+        """A health check proves something about this node only if it asks this node."""
+        try:
+            parts = urlsplit(url)
+            host = parts.hostname or ""
+            parts.port  # noqa: B018 - reading it validates it
+        except ValueError as exc:
+            raise self.fail(f"not a valid URL: {exc}", setting) from None
+        if not host:
+            raise self.fail("the URL has no host", setting)
+        if self.settings.health.allow_other_host or host_key(host) == host_key(self.entry.host):
+            return
+        raise self.fail(
+            f"the URL's host {host} is not this node's host {self.entry.host}: a check of another machine "
+            "says nothing about this node; use {host}, or set health.allow_other_host: true",
+            setting,
         )
 
     def _substitute(self, template: str, *, url: bool) -> str:

@@ -144,6 +144,15 @@ def test_spent_budget_starts_no_further_node(farm: Any) -> None:
     assert run.node("web-03")["outcome"] == "not_started"
     assert run.node("web-04")["outcome"] == "not_started"
     assert controls(f, "web-03") == [] and controls(f, "web-04") == []
+    # Exit 5 says why: what was tolerated, what was spent, and that the run stopped for it.
+    assert run.report is not None
+    budget = run.report["budget"]
+    assert (budget["limit"], budget["spent"]) == (1, 2)
+    assert budget["exhausted"] == "2 failures exceed the 1 tolerated"
+    assert budget["stopped"].startswith("failure budget spent: 2 failures exceed the 1 tolerated")
+    assert "stopped: failure budget spent" in run.stdout
+    # The journal keeps it: `status` after the fact says the same.
+    assert "stopped: failure budget spent: 2 failures exceed the 1 tolerated" in f.run_status()
 
 
 def test_kill_workers_only_when_the_inventory_names_it(farm: Any) -> None:
