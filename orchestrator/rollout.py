@@ -198,16 +198,6 @@ class Rollout:
                 planned.to_json(),
                 [(n.name, n.host, n.group) for n in inv.nodes],
             )
-            if self.options.on_start is not None:
-                self.options.on_start(
-                    RunStarted(
-                        at=started,
-                        run_id=self.run_id,
-                        inventory_path=str(inv.path.resolve()),
-                        nodes=[n.name for n in inv.nodes],
-                        plan=planned.to_json(),
-                    )
-                )
             if recovery is not None:
                 journal.record_recovery(self.run_id, recovery)
             carried = (
@@ -226,7 +216,16 @@ class Rollout:
                 self.options.recorder_events,
                 self.options.progress,
             )
-            recorder.run_started(str(inv.path.resolve()), [n.name for n in inv.nodes], planned.to_json())
+            announced = RunStarted(
+                at=started,
+                run_id=self.run_id,
+                inventory_path=str(inv.path.resolve()),
+                nodes=[n.name for n in inv.nodes],
+                plan=planned.to_json(),
+            )
+            recorder.run_started(announced)
+            if self.options.on_start is not None:
+                self.options.on_start(announced)
             async with HealthChecker() as health:
                 flows = {
                     n.name: Workflow(make_job(n), sessions[n.name], self.lb, health, recorder)
