@@ -205,21 +205,32 @@ class Rollout:
             )
             if recovery is not None:
                 journal.record_recovery(self.run_id, recovery)
-            if self.resume is not None and self.resume.before:
+            carried = (
+                {n.name: self.resume.before[n.name] for n in inv.nodes if n.name in self.resume.before}
+                if self.resume
+                else {}
+            )
+            if carried:
                 # Carried forward at once: if this run dies or is refused before its preflight ends,
-                # the next one still finds the earliest record here.
-                journal.record_before(self.run_id, self.resume.before)
+                # the next one still finds the earliest record here. (A node since removed from the
+                # inventory is not this run's to carry.)
+                journal.record_before(self.run_id, carried)
             recorder = RunRecorder(
                 self.run_id,
                 journal,
                 self.options.recorder_events,
                 self.options.progress,
             )
-            begun = recorder.run_started(
-                str(inv.path.resolve()), [n.name for n in inv.nodes], planned.to_json()
+            announced = RunStarted(
+                at=started,
+                run_id=self.run_id,
+                inventory_path=str(inv.path.resolve()),
+                nodes=[n.name for n in inv.nodes],
+                plan=planned.to_json(),
             )
+            recorder.run_started(announced)
             if self.options.on_start is not None:
-                self.options.on_start(begun)
+                self.options.on_start(announced)
             policy = drain_policy(inv.load_balancers or (inv.load_balancer,))
             async with HealthChecker() as health:
                 flows = {
@@ -292,9 +303,9 @@ class Rollout:
         if oks is None:
             return self._stopped_in_preflight(flows), None
         if not all(oks):
-            refused = [flow for flow, ok in zip(active, oks, strict=True) if not ok]
-            first = _why(refused[0])
-            self._stopped_because = f"preflight refused {len(refused)} node(s), so none was touched: {first}"
+            refusing = [flow for flow, ok in zip(active, oks, strict=True) if not ok]
+            first = _why(refusing[0])
+            self._stopped_because = f"preflight refused {len(refusing)} node(s), so none was touched: {first}"
             return "preflight_refused", None
         for flow in active:
             earlier = self.resume.before.get(flow.job.name) if self.resume else None

@@ -281,7 +281,11 @@ def start_farm(
     f = Farm(inventory, {}, proc, workdir)
     if track is not None:
         track(f)
-    _wait_ready(proc, workdir / "sim.log", deadline=time.monotonic() + 60)
+    try:
+        _wait_ready(proc, workdir / "sim.log", deadline=time.monotonic() + 60)
+    except BaseException:
+        stop_farm(f)
+        raise
     f.describe = json.loads(describe.read_text())
     return f
 
