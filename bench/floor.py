@@ -33,6 +33,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -138,6 +139,7 @@ class Trial:
     farm_cpu: float
     requests: int
     probes: int
+    by_action: dict[str, int]
 
     def per_node(self, value: float) -> float:
         return value / self.nodes
@@ -169,9 +171,10 @@ def run_trial(workdir: Path, who: str, nodes: int, window: int, threads: int) ->
     finally:
         stop_farm(farm.proc)
     events = read_events(farm.describe["events"])
-    requests = sum(1 for e in events if e["kind"] == "winrm_request")
+    by_action = Counter(str(e.get("action")) for e in events if e["kind"] == "winrm_request")
+    requests = sum(by_action.values())
     probes = sum(1 for e in events if e["kind"] == "http_request" and e.get("path") == "/healthz")
-    return Trial(who, nodes, ok, wall, client, farm_cpu, requests, probes)
+    return Trial(who, nodes, ok, wall, client, farm_cpu, requests, probes, dict(by_action))
 
 
 def _measure(farm: FarmProcess, command: list[str], log: Path) -> tuple[bool, float, float, float]:
@@ -207,6 +210,15 @@ def report_ratio(trials: list[Trial], nodes: int) -> None:
         base, orch = _median(by_who["baseline"], value), _median(by_who["orchestrator"], value)
         ratio = f"{orch / base:7.2f}x" if base else "      -"
         print(f"  {label:26s}{base:10.1f}{unit:>2s}{orch:12.1f}{unit:>2s}{ratio}")
+    for who, runs_of in by_who.items():
+        actions = Counter[str]()
+        for t in runs_of:
+            actions.update(t.by_action)
+        total = sum(t.nodes for t in runs_of)
+        print(
+            f"  {who} requests by action: "
+            + ", ".join(f"{a} {c / total:.1f}" for a, c in actions.most_common())
+        )
     failed = [t for t in trials if not t.ok]
     if failed:
         print(f"  FAILED trials: {', '.join(t.who for t in failed)} (see the logs)")

@@ -15,10 +15,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol
 
-from orchestrator.actions.base import Action, ActionContext, PhaseFailed
+from orchestrator.actions.base import Action, ActionContext, PhaseFailed, read_services
 from orchestrator.health import HealthChecker, HealthSpec, Unhealthy
 from orchestrator.lb.base import LBError, LoadBalancer
-from orchestrator.remote import cmdlets
 from orchestrator.remote.errors import RemoteError
 from orchestrator.remote.session import Session
 from orchestrator.results import (
@@ -186,7 +185,7 @@ class Workflow:
 
     async def _verify(self) -> None:
         services = self.job.action.watched_services()
-        states = await cmdlets.get_services(self.session, services, timeout=self.job.call_timeout)
+        states = await read_services(self.ctx, services)
         expected = self._expected()
         not_running = sorted(
             s.name for s in states.values() if s.status != "Running" and s.name.upper() in expected
@@ -291,9 +290,7 @@ class Workflow:
         self.result.ended_at = utc_now()
         try:
             states = await asyncio.wait_for(
-                cmdlets.get_services(
-                    self.session, self.job.action.watched_services(), timeout=self.job.call_timeout
-                ),
+                read_services(self.ctx, self.job.action.watched_services()),
                 self.job.call_timeout,
             )
             self.result.services_after = {s.name: s.status for s in states.values()}

@@ -74,15 +74,23 @@ class Session:
         self.connects = 0  # pools opened: more than one means the node dropped us at least once
 
     async def invoke(self, *pipeline: Cmd, timeout: float, retry: bool = True) -> Invocation:
-        """Run one pipeline. Raises RemoteError (classified) on transport or auth failures.
+        """Run one pipeline (`A | B`). Raises RemoteError (classified) on transport or auth failures.
 
         Transport failures (connection refused or reset) are retried with backoff on a fresh pool,
         because every call the product makes is safe to repeat; pass `retry=False` for one that is
         not (creating a process)."""
+        return await self.invoke_statements([pipeline], timeout=timeout, retry=retry)
+
+    async def invoke_statements(
+        self, statements: Sequence[Sequence[Cmd]], *, timeout: float, retry: bool = True
+    ) -> Invocation:
+        """Several statements (`A; B | C; D`) in one remote pipeline: one Command and its Receives
+        instead of one round per statement. Still cmdlets only, which NoLanguage endpoints accept.
+        Output and errors of all statements come back in order, in one Invocation."""
         pauses = list(_TRANSPORT_RETRIES) if retry else []
         while True:
             try:
-                return await self._invoke_once(pipeline, timeout)
+                return await self._invoke_once(statements, timeout)
             except CallTimedOut:
                 raise
             except RemoteError as err:
@@ -90,10 +98,12 @@ class Session:
                     raise
             await asyncio.sleep(pauses.pop(0))
 
-    async def _invoke_once(self, pipeline: tuple[Cmd, ...], timeout: float) -> Invocation:
+    async def _invoke_once(self, statements: Sequence[Sequence[Cmd]], timeout: float) -> Invocation:
         async with self._lock:
             cancel = threading.Event()
-            fut = in_daemon_thread(self._invoke_blocking, pipeline, cancel, name=f"winrm-{self.target.host}")
+            fut = in_daemon_thread(
+                self._invoke_blocking, statements, cancel, name=f"winrm-{self.target.host}"
+            )
             try:
                 return await asyncio.wait_for(asyncio.shield(fut), timeout)
             except asyncio.CancelledError:
@@ -152,7 +162,7 @@ class Session:
         pool.open()
         return pool
 
-    def _invoke_blocking(self, pipeline: Sequence[Cmd], cancel: threading.Event) -> Invocation:
+    def _invoke_blocking(self, statements: Sequence[Sequence[Cmd]], cancel: threading.Event) -> Invocation:
         from pypsrp.complex_objects import PSInvocationState
         from pypsrp.powershell import PowerShell
 
@@ -161,12 +171,15 @@ class Session:
                 self._pool = self._open_blocking()
                 self.connects += 1
             ps = PowerShell(self._pool)
-            for cmd in pipeline:
-                ps.add_cmdlet(cmd.name)
-                for name, value in cmd.params:
-                    ps.add_parameter(name, value)
-                for switch in cmd.switches:
-                    ps.add_parameter(switch, True)
+            for index, pipeline in enumerate(statements):
+                if index:
+                    ps.add_statement()
+                for cmd in pipeline:
+                    ps.add_cmdlet(cmd.name)
+                    for name, value in cmd.params:
+                        ps.add_parameter(name, value)
+                    for switch in cmd.switches:
+                        ps.add_parameter(switch, True)
             ps.begin_invoke()
             while ps.state == PSInvocationState.RUNNING:
                 if cancel.is_set():

@@ -78,6 +78,33 @@ def test_control_busy_1061_is_waited_out(farm: Any) -> None:
     rejected = [e for e in f.node_events("web-01", "service_control_failed") if e.get("service") == "W3SVC"]
     assert rejected, "the fault should have answered 1061 at least once"
     assert ("W3SVC", "Stopped") in states(f, "web-01") and ("W3SVC", "Running") in states(f, "web-01")
+    # Every 1061 the node answered is in the stop phase's detail: the operator sees what was waited for.
+    stop = next(p for p in run.node("web-01")["phases"] if p["phase"] == "stop")
+    assert stop["detail"].count("W3SVC: 1061") == len(rejected), stop["detail"]
+
+
+def test_a_restart_is_a_handful_of_pipelines(farm: Any) -> None:
+    # Services that stop and start at once: what remains is the product's own remote round trips.
+    instant = {"low": 0.0, "high": 0.001}
+    f = farm(InventorySpec(nodes=2, sim={"timings": {"default": {"stop": instant, "start": instant}}}))
+    run = f.run()
+    assert run.code == ExitCode.SUCCEEDED, run.stdout + run.stderr
+    for node in ("web-01", "web-02"):
+        actions = [e["action"] for e in f.node_events(node, "winrm_request")]
+        # One pool; one pipeline each for the preflight read, the stop round (dependents waited for
+        # by Windows, -NoWait for WAS, the read after it), a poll or two until WAS is Stopped, and
+        # the start round whose read serves verify and the final state.
+        assert actions.count("Create") == 1 and actions.count("Delete") == 1, actions
+        assert 4 <= actions.count("Command") <= 6, actions
+        running = [svc for svc, state in states(f, node) if state == "Running"]
+        assert running[-3:] == ["WAS", "W3SVC", "W3LOGSVC"]
+        assert run.node(node)["services_after"] == {
+            "W3LOGSVC": "Running",
+            "W3SVC": "Running",
+            "WAS": "Running",
+            "HTTP": "Running",
+            "RPCSS": "Running",
+        }
 
 
 def test_access_denied_is_classified_and_fails_fast(farm: Any) -> None:
