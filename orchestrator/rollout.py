@@ -304,6 +304,7 @@ class Rollout:
             interval=_WATCH_SECONDS,
             limit=self.options.preflight_concurrency,
             on_change=self._wake.set,
+            floor=plan.limits.min_healthy > 0,
         )
         watcher = asyncio.create_task(watch.run(), name="health-watch")
         stop_seen = False
