@@ -71,7 +71,7 @@ def write_inventory(path: Path, nodes: int, window: int) -> None:
         "rollout": {
             "strategy": "window",
             "window": window,
-            "min_healthy": 0,
+            "min_healthy": 1,
             "failure_budget": {"max_failures": nodes},
         },
         "load_balancer": {"driver": "none"},

@@ -12,12 +12,13 @@ knows (`System.Management.Automation.*`, collections at the top) still goes thro
 from __future__ import annotations
 
 import base64
+import copy
 import uuid
 import xml.etree.ElementTree as ET
 from collections.abc import Callable
 from typing import Any
 
-from pypsrp.complex_objects import GenericComplexObject
+from pypsrp.complex_objects import Command, GenericComplexObject
 from pypsrp.serializer import Serializer
 
 
@@ -138,3 +139,17 @@ class _Walk:
             else:
                 obj.property_sets.append(self.value(child))
         return obj
+
+
+class LeanCommand(Command):
+    """A pipeline command pypsrp copies cheaply.
+
+    pypsrp deep-copies every command each time it serializes a pipeline (for XML libraries where an
+    element cannot have two parents); a deep copy also walks the command's property metadata and
+    merge settings, hundreds of objects per command. Only the argument list is the command's own
+    mutable state, and the serializer builds fresh elements from values either way."""
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> LeanCommand:
+        twin = copy.copy(self)
+        twin.args = list(self.args)
+        return twin

@@ -195,16 +195,19 @@ class Session:
         from pypsrp.complex_objects import PSInvocationState
         from pypsrp.powershell import PowerShell
 
+        from orchestrator.remote.clixml import LeanCommand
+
         try:
             if self._pool is None:
                 self._pool = self._open_blocking()
                 self.connects += 1
             ps = PowerShell(self._pool)
+            version = self._pool.protocol_version or ""
             for index, pipeline in enumerate(statements):
                 if index:
                     ps.add_statement()
                 for cmd in pipeline:
-                    ps.add_cmdlet(cmd.name)
+                    ps.add_command(LeanCommand(cmd.name, protocol_version=version, is_script=False))
                     for name, value in cmd.params:
                         ps.add_parameter(name, value)
                     for switch in cmd.switches:

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import copy
+import xml.etree.ElementTree as ET
 from typing import Any
 
 import pytest
-from pypsrp.complex_objects import GenericComplexObject
+from pypsrp.complex_objects import Command, CommandParameter, GenericComplexObject, ObjectMeta
 from pypsrp.serializer import Serializer
 
-from orchestrator.remote.clixml import LeanSerializer
+from orchestrator.remote.clixml import LeanCommand, LeanSerializer
 from orchestrator.remote.errors import prop
 
 # A ServiceController as remoting serializes it: adapted .NET properties, an ETS alias, an enum
@@ -90,3 +92,22 @@ def test_what_the_product_reads_comes_through() -> None:
     # The Ref resolves to the same list object.
     assert prop(obj, "ServicesDependedOn") is dependents
     assert prop(obj, "Big") == 9007199254740993 and prop(obj, "Site") is None
+
+
+def test_a_lean_command_serializes_as_a_pypsrp_command() -> None:
+    def xml(command: Any) -> bytes:
+        twin = copy.deepcopy(command)
+        element = Serializer().serialize(twin, ObjectMeta("Obj", object=Command))
+        assert element is not None
+        return ET.tostring(element)
+
+    lean = LeanCommand("Stop-Service", protocol_version="2.3", is_script=False)
+    full = Command("Stop-Service", protocol_version="2.3", is_script=False)
+    for command in (lean, full):
+        command.args.append(CommandParameter(name="Name", value=["W3SVC", "WAS"]))
+        command.args.append(CommandParameter(name="NoWait", value=True))
+    assert xml(lean) == xml(full)
+    # The copy has its own argument list: adding to it leaves the original as it was.
+    twin = copy.deepcopy(lean)
+    twin.args.append(CommandParameter(name="PassThru", value=True))
+    assert len(lean.args) == 2
