@@ -6,8 +6,12 @@ Each test asserts what the operator sees (exit code, report) and what really hap
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
+import yaml
+
+from orchestrator.remote.cmdlets import CMDLETS
 from orchestrator.results import ExitCode
 from tests.e2e.harness import Farm, InventorySpec
 
@@ -184,3 +188,18 @@ def test_kill_workers_only_when_the_inventory_names_it(farm: Any) -> None:
     assert {k["source"] for k in kills} == {"powershell"}, kills  # our Stop-Process, not IIS itself
     stop = next(p for p in run.node("web-01")["phases"] if p["phase"] == "stop")
     assert "kill-workers" in stop["detail"]
+
+
+def test_a_jea_endpoint_exposing_only_the_products_cmdlets_is_enough(farm: Any, tmp_path: Path) -> None:
+    # NoLanguage: cmdlets only, several statements per pipeline allowed, nothing else visible.
+    jea = {"name": "OrchestratorJEA", "visible_cmdlets": list(CMDLETS)}
+    f = farm(InventorySpec(nodes=1, sim={"endpoints": [jea]}))
+    data = yaml.safe_load(f.inventory.read_text())
+    data["defaults"]["transport"] = {"configuration_name": "OrchestratorJEA"}
+    inventory = tmp_path / "jea.yaml"
+    inventory.write_text(yaml.safe_dump(data, sort_keys=False))
+    run = f.run(inventory=inventory)
+    assert run.code == ExitCode.SUCCEEDED, run.stdout + run.stderr
+    stopped = [svc for svc, state in states(f, "web-01") if state == "Stopped"]
+    assert stopped == ["W3LOGSVC", "W3SVC", "WAS"]
+    assert run.node("web-01")["services_after"]["W3SVC"] == "Running"
