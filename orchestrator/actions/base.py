@@ -121,22 +121,18 @@ async def stop_services(
 ) -> None:
     """Stop `order` (dependents first) and wait until every one is Stopped.
 
-    The first round is one pipeline: each dependent with a Stop-Service that Windows itself waits on
-    (in stop order, so each is Stopped before the next is asked), then a `-NoWait` control for each
-    stop root (the services of the set that depend on none of the others), then one Get-Service of
-    the whole set. From there one pipeline per poll interval: a `-NoWait` control for what still
-    needs one (Windows refused it with 1061 while pending, or it went back to Running), then the
-    Get-Service. Each service has `limit` seconds from its stop request to reach Stopped, after which
-    `timed_out(ctx, name, status)` decides: it raises to fail the phase, or returns to give the service
-    another `limit` (an escalation ran). Runs until done or cancelled by the phase deadline.
+    The first round is one pipeline: a Stop-Service for each service not Stopped yet, in stop order,
+    each waited on by Windows itself (so every dependent is Stopped before the next is asked, and no
+    poll is needed when the services are quick), then one Get-Service of the whole set. The call is
+    bounded by `limit` as well as the call timeout; what it leaves unfinished (cut short, 1061, a
+    dependent not Stopped yet) goes to the per-service path: one pipeline per poll interval with a
+    `-NoWait` control for each stop root that still needs one (its dependents are Stopped; Windows
+    refused it with 1061 while pending, or it went back to Running), then the Get-Service of the
+    set. Each service has `limit` seconds from its stop request to reach Stopped, after which
+    `timed_out(ctx, name, status)` decides: it raises to fail the phase, or returns to give the
+    service another `limit` (an escalation ran). Runs until done or cancelled by the phase deadline.
     """
-    members = {n.upper() for n in order}
     below = {n: _dependents_within(n, order, requires) for n in order}
-    roots = [
-        n
-        for n in order
-        if not any(d.upper() in members and d.upper() != n.upper() for d in requires.get(n, ()))
-    ]
     states = _statuses(ctx.observed, order)
     ctx.observed = None
     accepted: set[str] = set()
@@ -151,29 +147,31 @@ async def stop_services(
         elif first:
             first = False
             asked = [n for n in order if states[n] != "Stopped"]
-            waited = [n for n in asked if n not in roots]
+            waited = list(asked)
         else:
             asked = [n for n in order if _may_stop(n, states, below, accepted)]
         controls = [cmdlets.stop_request([n], wait=True) for n in waited]
         if nowait := [n for n in asked if n not in waited]:
             controls.append(cmdlets.stop_request(nowait, wait=False))
-        started = time.monotonic()
         try:
-            # A Stop-Service that waits is bounded by the stop limit too: a dependent that hangs is
-            # then seen (and timed out) by the polls below.
+            # Waiting stops are bounded by the stop limit too, so a service that hangs is seen (and
+            # timed out) by the polls below rather than at the end of the call timeout.
             timeout = min(ctx.call_timeout, limit) if waited else ctx.call_timeout
             done = await cmdlets.control_and_read(ctx.session, controls, order, timeout=timeout)
         except CallTimedOut:
             if not waited:
                 raise
-            # Windows was still waiting on one of the dependents: it has been pending for most of
-            # the call.
+            # Which service Windows was waiting on, and since when, is not known: each one not
+            # Stopped gets its whole limit from here. A hang is reported late (at most twice the
+            # limit), never a slow chain of services early.
+            ctx.note(f"stop round cut short after {timeout:g}s; polling")
             for name in asked:
-                since.setdefault(name, started)
+                since.setdefault(name, time.monotonic())
             accepted.update(asked)
             states = None
         else:
-            # A root's -NoWait went out once its dependents had stopped, at the end of the call.
+            # The clocks start when the call returns: a stop Windows waited on is Stopped by then,
+            # and one it did not wait on (-NoWait, or refused) was sent at the end.
             ended = time.monotonic()
             for name in asked:
                 since.setdefault(name, ended)

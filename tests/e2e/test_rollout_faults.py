@@ -95,11 +95,11 @@ def test_a_restart_is_a_handful_of_pipelines(farm: Any) -> None:
     assert run.code == ExitCode.SUCCEEDED, run.stdout + run.stderr
     for node in ("web-01", "web-02"):
         actions = [e["action"] for e in f.node_events(node, "winrm_request")]
-        # One pool; one pipeline each for the preflight read, the stop round (dependents waited for
-        # by Windows, -NoWait for WAS, the read after it), a poll or two until WAS is Stopped, and
-        # the start round whose read serves verify and the final state.
+        # One pool; one pipeline each for the preflight read, the stop round (each stop waited for
+        # by Windows, then the read after it) and the start round whose read serves verify and the
+        # final state; a poll at most, should the machine be slow enough for a call to be cut short.
         assert actions.count("Create") == 1 and actions.count("Delete") == 1, actions
-        assert 4 <= actions.count("Command") <= 6, actions
+        assert 3 <= actions.count("Command") <= 4, actions
         running = [svc for svc, state in states(f, node) if state == "Running"]
         assert running[-3:] == ["WAS", "W3SVC", "W3LOGSVC"]
         assert run.node(node)["services_after"] == {
