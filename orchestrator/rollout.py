@@ -380,6 +380,7 @@ class Rollout:
             limit=self.options.preflight_concurrency,
             on_change=self._wake.set,
             balancer=self._balancer_verdict,
+            floor=plan.limits.min_healthy > 0,
         )
         watcher = asyncio.create_task(watch.run(), name="health-watch")
         stop_seen = False

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol
 
-from orchestrator.actions.base import Action, ActionContext, PhaseFailed
+from orchestrator.actions.base import Action, ActionContext, PhaseFailed, read_services
 from orchestrator.drain import rejoin, take_out, wait_drained
 from orchestrator.health import HealthChecker, HealthSpec, Unhealthy
 from orchestrator.journal import Before
@@ -235,7 +235,7 @@ class Workflow:
 
     async def _verify(self) -> None:
         services = self.job.action.watched_services()
-        states = await cmdlets.get_services(self.session, services, timeout=self.job.call_timeout)
+        states = await read_services(self.ctx, services)
         expected = self._expected()
         not_running = sorted(
             s.name for s in states.values() if s.status != "Running" and s.name.upper() in expected
@@ -328,9 +328,7 @@ class Workflow:
         self.result.ended_at = utc_now()
         try:
             states = await asyncio.wait_for(
-                cmdlets.get_services(
-                    self.session, self.job.action.watched_services(), timeout=self.job.call_timeout
-                ),
+                read_services(self.ctx, self.job.action.watched_services()),
                 self.job.call_timeout,
             )
             self.result.services_after = {s.name: s.status for s in states.values()}

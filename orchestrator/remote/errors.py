@@ -114,7 +114,10 @@ def classify_record(record: Any) -> ErrorInfo:
         kind = _KIND_BY_CODE.get(code)
     if kind is None and any("TimeoutException" in str(prop(e, "ClassName") or "") for e in chain):
         kind = "timed_out"
-    target = getattr(record, "target_name", None) or None
+    # ServiceCommandException names its service; the record's TargetName is the target object's
+    # ToString, which for a ServiceController is only its type name.
+    service = prop(chain[0], "ServiceName") if chain else None
+    target = str(service) if service else (getattr(record, "target_name", None) or None)
     return ErrorInfo(kind=kind or "remote", message=message, code=code, fqid=fqid or None, target=target)
 
 

@@ -7,8 +7,12 @@ Each test asserts what the operator sees (exit code, report) and what really hap
 from __future__ import annotations
 
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
+import yaml
+
+from orchestrator.remote.cmdlets import CMDLETS
 from orchestrator.results import ExitCode
 from tests.e2e.harness import Farm, InventorySpec
 
@@ -79,6 +83,33 @@ def test_control_busy_1061_is_waited_out(farm: Any) -> None:
     rejected = [e for e in f.node_events("web-01", "service_control_failed") if e.get("service") == "W3SVC"]
     assert rejected, "the fault should have answered 1061 at least once"
     assert ("W3SVC", "Stopped") in states(f, "web-01") and ("W3SVC", "Running") in states(f, "web-01")
+    # Every 1061 the node answered is in the stop phase's detail: the operator sees what was waited for.
+    stop = next(p for p in run.node("web-01")["phases"] if p["phase"] == "stop")
+    assert stop["detail"].count("W3SVC: 1061") == len(rejected), stop["detail"]
+
+
+def test_a_restart_is_a_handful_of_pipelines(farm: Any) -> None:
+    # Services that stop and start at once: what remains is the product's own remote round trips.
+    instant = {"low": 0.0, "high": 0.001}
+    f = farm(InventorySpec(nodes=2, sim={"timings": {"default": {"stop": instant, "start": instant}}}))
+    run = f.run()
+    assert run.code == ExitCode.SUCCEEDED, run.stdout + run.stderr
+    for node in ("web-01", "web-02"):
+        actions = [e["action"] for e in f.node_events(node, "winrm_request")]
+        # One pool; one pipeline each for the preflight read, the stop round (each stop waited for
+        # by Windows, then the read after it) and the start round whose read serves verify and the
+        # final state; a poll at most, should the machine be slow enough for a call to be cut short.
+        assert actions.count("Create") == 1 and actions.count("Delete") == 1, actions
+        assert 3 <= actions.count("Command") <= 4, actions
+        running = [svc for svc, state in states(f, node) if state == "Running"]
+        assert running[-3:] == ["WAS", "W3SVC", "W3LOGSVC"]
+        assert run.node(node)["services_after"] == {
+            "W3LOGSVC": "Running",
+            "W3SVC": "Running",
+            "WAS": "Running",
+            "HTTP": "Running",
+            "RPCSS": "Running",
+        }
 
 
 def test_access_denied_is_classified_and_fails_fast(farm: Any) -> None:
@@ -182,3 +213,18 @@ def test_kill_workers_only_when_the_inventory_names_it(farm: Any) -> None:
     assert {k["source"] for k in kills} == {"powershell"}, kills  # our Stop-Process, not IIS itself
     stop = next(p for p in run.node("web-01")["phases"] if p["phase"] == "stop")
     assert "kill-workers" in stop["detail"]
+
+
+def test_a_jea_endpoint_exposing_only_the_products_cmdlets_is_enough(farm: Any, tmp_path: Path) -> None:
+    # NoLanguage: cmdlets only, several statements per pipeline allowed, nothing else visible.
+    jea = {"name": "OrchestratorJEA", "visible_cmdlets": list(CMDLETS)}
+    f = farm(InventorySpec(nodes=1, sim={"endpoints": [jea]}))
+    data = yaml.safe_load(f.inventory.read_text())
+    data["defaults"]["transport"] = {"configuration_name": "OrchestratorJEA"}
+    inventory = tmp_path / "jea.yaml"
+    inventory.write_text(yaml.safe_dump(data, sort_keys=False))
+    run = f.run(inventory=inventory)
+    assert run.code == ExitCode.SUCCEEDED, run.stdout + run.stderr
+    stopped = [svc for svc, state in states(f, "web-01") if state == "Stopped"]
+    assert stopped == ["W3LOGSVC", "W3SVC", "WAS"]
+    assert run.node("web-01")["services_after"]["W3SVC"] == "Running"
