@@ -1,7 +1,9 @@
-"""What an action is, and the service-level steps they share: stop, start and wait by polling.
+"""What an action is, and the service-level steps they share: a stop round and a start round, each
+one pipeline when services are quick, then polls of the whole set for what is left.
 
-Each step observes before it acts, so a phase can be re-run after an interruption: a service already
-Stopped is not stopped again, one already Running is not started again.
+Each step starts from an observation (the last read, taken after the last control, or a fresh one),
+so a phase can be re-run after an interruption: a service already Stopped is not stopped again, one
+already Running is not started again.
 """
 
 from __future__ import annotations

@@ -148,11 +148,16 @@ async def read_service_graph(session: Session, targets: Sequence[str], *, timeou
         timeout=timeout,
     )
     _raise_first(inv)
+    return service_graph(inv.output)
+
+
+def service_graph(objects: Iterable[Any]) -> ServiceGraph:
+    """The graph carried by ServiceController objects (pure: what `read_service_graph` decodes)."""
     found: dict[str, ServiceState] = {}
     requires: dict[str, list[str]] = {}
     dependents: dict[str, list[str]] = {}
     nested: dict[str, ServiceState] = {}
-    for obj in inv.output:
+    for obj in objects:
         state = _state_of(obj)
         found[state.name.upper()] = state
         for bag, into in (("ServicesDependedOn", requires), ("DependentServices", dependents)):
@@ -177,27 +182,6 @@ async def related_services(session: Session, name: str, *, dependents: bool, tim
     inv = await session.invoke(Cmd.of("Get-Service", switch, Name=name), timeout=timeout)
     _raise_first(inv)
     return [_name_of(obj) for obj in inv.output]
-
-
-async def stop_service(session: Session, name: str, *, timeout: float) -> ErrorInfo | None:
-    """Send the stop control without waiting. Returns a 1061 ('busy') error instead of raising it,
-    because a service in a pending state answers 1061 and the caller keeps waiting."""
-    inv = await session.invoke(Cmd.of("Stop-Service", "NoWait", Name=name), timeout=timeout)
-    return _control_result(inv)
-
-
-async def start_service(session: Session, name: str, *, timeout: float) -> ErrorInfo | None:
-    """Start the service. Start-Service has no -NoWait: it waits for Running with no limit of its own,
-    so the caller bounds it with the call timeout (the pipeline is then stopped) and polls the state
-    itself afterwards. 1061 is returned, not raised."""
-    inv = await session.invoke(Cmd.of("Start-Service", Name=name), timeout=timeout)
-    return _control_result(inv)
-
-
-def _control_result(inv: Invocation) -> ErrorInfo | None:
-    busy = next((e for e in inv.errors if e.kind == "cannot_accept_control"), None)
-    _raise_first(inv, ignore={"cannot_accept_control"})
-    return busy
 
 
 async def worker_process_ids(session: Session, *, timeout: float) -> list[int]:

@@ -1,4 +1,5 @@
-"""The lean CLIXML decoder gives exactly what pypsrp's own Serializer gives, for the shapes a node sends."""
+"""The lean CLIXML decoder gives what pypsrp's own Serializer gives, for the shapes a node sends; the
+service graph read from them."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from pypsrp.complex_objects import Command, CommandParameter, GenericComplexObje
 from pypsrp.serializer import Serializer
 
 from orchestrator.remote.clixml import LeanCommand, LeanSerializer
+from orchestrator.remote.cmdlets import service_graph
 from orchestrator.remote.errors import prop
 
 # A ServiceController as remoting serializes it: adapted .NET properties, an ETS alias, an enum
@@ -111,3 +113,33 @@ def test_a_lean_command_serializes_as_a_pypsrp_command() -> None:
     twin = copy.deepcopy(lean)
     twin.args.append(CommandParameter(name="PassThru", value=True))
     assert len(lean.args) == 2
+
+
+# Get-Service -Name W3SVC as a node serializing one level less deeply would send it: the nested
+# controllers are only their ToString, without a name.
+SHALLOW = """<Obj RefId="0">
+  <TN RefId="0"><T>System.ServiceProcess.ServiceController</T><T>System.Object</T></TN>
+  <Props>
+    <S N="ServiceName">W3SVC</S>
+    <Obj N="ServicesDependedOn" RefId="1">
+      <TN RefId="1"><T>System.ServiceProcess.ServiceController[]</T><T>System.Object</T></TN>
+      <LST><S>System.ServiceProcess.ServiceController</S></LST>
+    </Obj>
+    <Obj N="Status" RefId="2"><TN RefId="2"><T>System.ServiceProcess.ServiceControllerStatus</T>
+      <T>System.Enum</T></TN><ToString>Running</ToString><I32>4</I32></Obj>
+  </Props>
+</Obj>"""
+
+
+def test_the_graph_comes_from_the_controllers_own_arrays() -> None:
+    graph = service_graph([LeanSerializer().deserialize(SERVICE)])
+    assert graph.found["W3SVC"].status == "Stopped"
+    assert graph.dependents == {"W3SVC": ["W3LOGSVC"]}
+    assert graph.requires == {"W3SVC": ["W3LOGSVC"]}  # the sample's Ref points at the same array
+    assert graph.nested["W3LOGSVC"].status == "Running"
+
+
+def test_arrays_without_names_are_left_for_the_per_service_lookups() -> None:
+    graph = service_graph([LeanSerializer().deserialize(SHALLOW)])
+    assert graph.found["W3SVC"].status == "Running"
+    assert "W3SVC" not in graph.requires and graph.nested == {}

@@ -88,6 +88,18 @@ def test_control_busy_1061_is_waited_out(farm: Any) -> None:
     assert stop["detail"].count("W3SVC: 1061") == len(rejected), stop["detail"]
 
 
+def test_a_chain_of_slow_services_is_not_failed_for_its_total(farm: Any) -> None:
+    # Each service takes 1.2 s to stop, well within its 2 s limit; the three together take longer.
+    slow = {"timings": {"default": {"stop": {"low": 1.2, "high": 1.2}, "start": {"low": 0.05, "high": 0.05}}}}
+    f = farm(InventorySpec(nodes=1, sim=slow, timeouts={"stop": 2}))
+    run = f.run()
+    assert run.code == ExitCode.SUCCEEDED, run.stdout + run.stderr
+    stop = next(p for p in run.node("web-01")["phases"] if p["phase"] == "stop")
+    assert "stop round cut short after 2s; polling" in stop["detail"], stop["detail"]
+    stopped = [svc for svc, state in states(f, "web-01") if state == "Stopped"]
+    assert stopped == ["W3LOGSVC", "W3SVC", "WAS"]
+
+
 def test_a_restart_is_a_handful_of_pipelines(farm: Any) -> None:
     # Services that stop and start at once: what remains is the product's own remote round trips.
     instant = {"low": 0.0, "high": 0.001}
