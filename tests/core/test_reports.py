@@ -404,7 +404,9 @@ def test_html_timeline_is_self_contained_and_escapes_all_text() -> None:
     # Labels readable whatever the bar's width, times for people.
     assert "\u2716 stop failed 2m00s</span>" in page
     assert "2025-03-01 02:00:00 UTC to 02:05:00 UTC (5m00s)" in page and "+00:00" not in page
-    assert "failure budget: 1 of 0 tolerated used" in page
+    assert "failure budget: 1 of 0 tolerated used" in page  # from the plan: no accounting recorded
+    accounted = sample().model_copy(update={"budget": {"limit": 2, "spent": 1, "stopped": None}})
+    assert "failure budget: 1 of 2 tolerated used" in html_timeline(accounted)
 
 
 def summary_text(result: RunResult) -> str:
