@@ -18,6 +18,8 @@ class ResumeState:
     run_id: str  # the run being resumed
     start_at: dict[str, Phase | None]  # None: done earlier, nothing to do
     services_before: dict[str, dict[str, str]] = field(default_factory=dict)
+    # Nodes the resumed run got past preflight with: a drain found at the balancer may be its own.
+    touched: frozenset[str] = frozenset()
 
     @property
     def pending(self) -> list[str]:
@@ -46,4 +48,5 @@ def resume_state(previous: RunResult, states: list[NodeState]) -> ResumeState:
     """What a resume of `previous` does with each node, from its journalled states."""
     start_at = {s.name: resume_point(s.outcome, s.last_phase, s.last_status) for s in states}
     before = {n.name: dict(n.services_before) for n in previous.nodes if n.services_before}
-    return ResumeState(run_id=previous.run_id, start_at=start_at, services_before=before)
+    touched = frozenset(s.name for s in states if s.last_phase not in (None, "preflight"))
+    return ResumeState(run_id=previous.run_id, start_at=start_at, services_before=before, touched=touched)
