@@ -566,8 +566,10 @@ class Rollout:
         for node in inv.nodes:
             m = before.before[node.lb_name]
             self._balancer_healthy[node.name] = m.healthy is not False
-            resumed_drained = self.resume is not None and self._start_at(node.name) not in (None, "drain")
-            if m.admin in ("drain", "maint") and not resumed_drained:
+            # Resuming: a DRAIN on a node the earlier run touched is that run's own drain.
+            ours = self.resume is not None and node.name in self.resume.part_way and m.admin == "drain"
+            flows[node.name].job.drained_earlier = ours
+            if m.admin in ("drain", "maint") and not ours:
                 reason = f"left out by the operator: {m.admin.upper()} in the load balancer before the run"
                 self._left_by_operator[node.name] = reason
                 flow = flows[node.name]

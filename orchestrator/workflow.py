@@ -78,6 +78,7 @@ class NodeJob:
     call_timeout: float = 20
     poll_max: float = 1.0
     drain: DrainPolicy = field(default_factory=DrainPolicy)
+    drained_earlier: bool = False  # resumed: the balancer's DRAIN on this node is the earlier run's
 
 
 class Recorder(Protocol):
@@ -225,7 +226,7 @@ class Workflow:
         self.result.services_before = dict(self.ctx.services_before)
 
     async def _drain(self) -> None:
-        await take_out(self.lb, self.job.lb_name, self._rotation)
+        await take_out(self.lb, self.job.lb_name, self._rotation, drained_earlier=self.job.drained_earlier)
         await wait_drained(
             self.lb, self.job.lb_name, self.job.drain, self._in_flight_on_node, self._notes.append
         )

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from simfarm.load import servers
 
 from orchestrator.results import ExitCode
 from tests.e2e.harness import InventorySpec
@@ -126,3 +127,21 @@ def test_drain_timeout_proceed_stops_the_node_anyway(farm: Any, tmp_path: Path) 
     assert run.code == ExitCode.SUCCEEDED, run.stdout + run.stderr
     assert "proceeding (on_drain_timeout: proceed)" in _drain(run, "web-01")["detail"]
     assert slow.ended is not None and _first_stop(f, "web-01") < slow.ended  # stopped while it ran
+
+
+def test_resume_after_a_drain_timeout_behind_haproxy_finishes_the_node(farm: Any, tmp_path: Path) -> None:
+    inventory, (sock,) = haproxy_inventory(tmp_path, InventorySpec(nodes=1), lb={"drain_timeout": 0.5})
+    f = farm(inventory)
+    slow = SlowRequest(f"http://{f.describe['load_balancer']['frontend']}/slow?seconds={LONG}")
+    thread = slow.start()
+    wait_in_flight(f, "web-01", 1)
+    run = f.run()
+    assert run.node("web-01")["outcome"] == "failed" and _drain(run, "web-01")["error"]["kind"] == "timed_out"
+    assert servers(sock, "web")["web-01"]["status"] == "DRAIN"  # left drained, not stopped
+    thread.join(30)
+    assert slow.status == 200, slow.error
+    # The DRAIN found now is the earlier run's own, not an operator's: resume takes the node further.
+    resumed = f.run(command="resume")
+    assert resumed.code == ExitCode.SUCCEEDED, resumed.stdout + resumed.stderr
+    assert resumed.node("web-01")["outcome"] == "done"
+    assert servers(sock, "web")["web-01"]["status"] == "UP"
