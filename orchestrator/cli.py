@@ -480,7 +480,7 @@ def _live_status(inv: Any, states: dict[str, NodeState], concurrency: int) -> No
                 journal,
                 services,
                 node.health or "-",
-                node.rotation or f"- ({lb.name})",
+                f"{node.rotation} ({node.balancer})" if node.rotation else node.balancer or f"- ({lb.name})",
                 "; ".join(differences) or "as recorded",
             )
         )
