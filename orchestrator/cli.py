@@ -7,7 +7,7 @@ import json
 import sqlite3
 import sys
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
@@ -242,6 +242,7 @@ def _roll(
     *,
     resuming: bool = False,
 ) -> NoReturn:
+    from orchestrator.journal import JournalError
     from orchestrator.log import configure_logging
     from orchestrator.notify import Notifier
     from orchestrator.report import (
@@ -294,6 +295,9 @@ def _roll(
         _fail(str(exc), ExitCode.INVALID_INPUT)
     except Locked as exc:
         _fail(f"another run holds the lock on {inventory}: {exc}", ExitCode.LOCKED)
+    except JournalError as exc:
+        # The journal's database is unreachable, or not ours: nothing was touched.
+        _fail(str(exc), ExitCode.INTERNAL)
     finally:
         if stream is not None and "result" not in locals():
             stream.close()
@@ -355,6 +359,17 @@ def _check_options(inv: Any, log_level: str, outputs: dict[str, Path | None]) ->
         _fail(str(exc), ExitCode.INVALID_INPUT)
 
 
+def _controllers(held_by: str | None, taken_by: str | None) -> str:
+    """Which controller held a lease and which took it over, when they are named."""
+    if held_by is None:
+        return ""
+    return f", controller {held_by}" + (f", taken over by controller {taken_by}" if taken_by else "")
+
+
+def _beat(last: datetime | None) -> str:
+    return f", last beat {last:%Y-%m-%d %H:%M:%SZ}" if last is not None else ""
+
+
 def _say_recovery(result: RunResult) -> None:
     recovery = result.recovery
     if recovery is None:
@@ -362,8 +377,9 @@ def _say_recovery(result: RunResult) -> None:
     stale = recovery.lock_takeover
     if stale is not None:
         err.print(
-            f"[yellow]warning:[/] took over the lock of run {stale.run_id} (pid {stale.pid} on {stale.host}, "
-            f"since {stale.since:%Y-%m-%d %H:%M:%SZ}): its process is gone",
+            f"[yellow]warning:[/] took over the lock of run {stale.run_id} (pid {stale.pid} on {stale.host}"
+            f"{_controllers(stale.controller, stale.taken_by)}, since {stale.since:%Y-%m-%d %H:%M:%SZ}"
+            f"{_beat(stale.last_beat)}): {stale.why}",
             soft_wrap=True,
         )
     if recovery.repaired and "resumes" not in result.plan:
@@ -510,7 +526,8 @@ def _follow_up(inv: Any, result: RunResult) -> list[str]:
         holder = journal.lock_holder(inv.path)
     lines = [
         f"run {result.run_id} took over the lock of run {t.stale_run_id} (pid {t.stale_pid} on "
-        f"{t.stale_host}, since {t.stale_since:%Y-%m-%d %H:%M:%SZ}): its process was gone"
+        f"{t.stale_host}{_controllers(t.stale_controller, t.controller)}, since "
+        f"{t.stale_since:%Y-%m-%d %H:%M:%SZ}{_beat(t.stale_last_beat)}): {t.why}"
         for t in takeovers
     ]
     if left_out:

@@ -140,6 +140,7 @@ _MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "ALTER TABLE lock_takeovers ADD COLUMN controller TEXT",
         "ALTER TABLE lock_takeovers ADD COLUMN stale_controller TEXT",
         "ALTER TABLE lock_takeovers ADD COLUMN stale_last_beat TEXT",
+        "ALTER TABLE lock_takeovers ADD COLUMN why TEXT",
     ),
 )
 SCHEMA_VERSION = len(_MIGRATIONS)
@@ -196,6 +197,7 @@ class LockTakeover:
     controller: str | None = None  # the controller that took it over
     stale_controller: str | None = None
     stale_last_beat: datetime | None = None
+    why: str = "its process is gone"
 
 
 @dataclass(frozen=True)
@@ -772,12 +774,13 @@ class Journal:
                     controller=self.controller,
                     stale_controller=stale["controller"],
                     stale_last_beat=_parse_time(stale["last_beat"]),
+                    why=self._why_dead(stale, now),
                 )
                 takeover = takeover or taken
                 conn.execute(
                     """INSERT INTO lock_takeovers (inventory_path, at, run_id, stale_run_id, stale_pid,
-                           stale_host, stale_since, controller, stale_controller, stale_last_beat)
-                       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
+                           stale_host, stale_since, controller, stale_controller, stale_last_beat, why)
+                       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
                     (
                         key,
                         _time(now),
@@ -789,6 +792,7 @@ class Journal:
                         self.controller,
                         stale["controller"],
                         stale["last_beat"],
+                        taken.why,
                     ),
                 )
                 # The dead run's lease goes everywhere, not only on the hosts this farm shares.
@@ -804,6 +808,11 @@ class Journal:
                 ],
             )
             return takeover
+
+    def _why_dead(self, row: Row, now: datetime) -> str:
+        if now - _parse_time(row["last_beat"]) > timedelta(seconds=float(row["lease_seconds"])):
+            return f"its heartbeat stopped for longer than its {float(row['lease_seconds']):g} s lease"
+        return "its process is gone"
 
     def _alive(self, row: Row, now: datetime) -> bool:
         if now - _parse_time(row["last_beat"]) > timedelta(seconds=float(row["lease_seconds"])):
@@ -871,6 +880,7 @@ class Journal:
                 controller=row["controller"],
                 stale_controller=row["stale_controller"],
                 stale_last_beat=_parse_time(row["stale_last_beat"]) if row["stale_last_beat"] else None,
+                why=row["why"] or "its process is gone",
             )
             for row in rows
         ]

@@ -29,9 +29,10 @@ from orchestrator.health import HealthChecker
 from orchestrator.inventory import Inventory
 from orchestrator.inventory.live import check_at_run
 from orchestrator.jobs import make_job, make_target
-from orchestrator.journal import Journal, LockHeld, LockTakeover
+from orchestrator.journal import Journal, JournalError, JournalUnavailable, LockHeld, LockTakeover
 from orchestrator.lb.base import LoadBalancer
 from orchestrator.lb.none import NoBalancer
+from orchestrator.lease import Heartbeat, farm_identity
 from orchestrator.lifecycle import NotStarted, Skip
 from orchestrator.log import register_secret
 from orchestrator.plan import Plan, PlanError, make_plan
@@ -133,6 +134,7 @@ class Rollout:
         self._tasks: dict[asyncio.Task[NodeResult], str] = {}
         self._sched: Scheduler | None = None
         self._stopped_because: str | None = None  # why the run ended early, for the report
+        self._journal_lost: str | None = None  # the lease or the journal's database is gone: why
 
     # --- signals ----------------------------------------------------------------------------------
 
@@ -179,12 +181,29 @@ class Rollout:
         except SourceError as exc:
             raise InvalidInput(str(exc)) from None
 
-        journal = Journal(inv.journal)
+        journal = self._open_journal()
         try:
-            takeover = journal.acquire_lock(inv.path, self.run_id)
+            # The farm is its hosts: another inventory listing one of them is the same farm.
+            takeover = journal.acquire_lock(
+                inv.path,
+                self.run_id,
+                farm_identity(n.host for n in inv.nodes),
+                lease_seconds=inv.lease.lease,
+            )
         except LockHeld as held:
             journal.close()
             raise Locked(held) from None
+        except BaseException:
+            journal.close()
+            raise
+        loop = asyncio.get_running_loop()
+        heartbeat = Heartbeat(
+            self._open_journal,
+            self.run_id,
+            inv.lease,
+            lambda reason: _call_soon(loop, self._lose_journal, f"lease lost: {reason}"),
+        )
+        heartbeat.start()
         started = utc_now()
         recovery = self._recovery(journal, takeover)
         self._estimate = history_estimate(journal.node_durations(inv.path))
@@ -243,9 +262,16 @@ class Rollout:
                     # and let the reports say so rather than leaving an unfinished journal.
                     log.exception("internal error: the run stopped")
                     outcome, plan = "internal_error", None
-            for flow in flows.values():
-                if flow.life.state in ("queued", "preflighted"):
-                    flow.send(NotStarted())  # the run ended before its turn; recorded as such
+            try:
+                for flow in flows.values():
+                    if flow.life.state in ("queued", "preflighted"):
+                        flow.send(NotStarted())  # the run ended before its turn; recorded as such
+            except JournalUnavailable as exc:
+                self._lose_journal(str(exc))
+            if self._journal_lost is not None and outcome == "aborted_signal" and self._stops == 0:
+                # No operator's signal stopped it: the run could no longer record what it did, or
+                # no longer knew it was alone on the farm.
+                outcome = "internal_error"
             nodes = [flows[n.name].result for n in inv.nodes]
             result = RunResult(
                 run_id=self.run_id,
@@ -262,18 +288,41 @@ class Rollout:
                 nodes=nodes,
                 recovery=recovery,
             )
-            journal.finish_run(
-                self.run_id, outcome, exit_code_for(outcome), result.ended_at, budget=result.budget
-            )
+            try:
+                journal.finish_run(
+                    self.run_id, outcome, exit_code_for(outcome), result.ended_at, budget=result.budget
+                )
+            except JournalUnavailable as exc:
+                # The report files still say how it ended; the journal shows the run incomplete,
+                # and the next run repairs from it.
+                log.error("the run's end is not in the journal", error=str(exc))
             return result
         finally:
-            loop = asyncio.get_running_loop()
+            heartbeat.stop()
             for sig in installed:
                 loop.remove_signal_handler(sig)
             await asyncio.gather(*(s.close() for s in sessions.values()), return_exceptions=True)
             await self.lb.close()
-            journal.release_lock(inv.path, self.run_id)
+            try:
+                journal.release_lock(inv.path, self.run_id)
+            except JournalError as exc:
+                # The lease expires on its own once its beat stops.
+                log.error("lease not released", error=str(exc))
             journal.close()
+
+    def _open_journal(self) -> Journal:
+        inv = self.inv
+        return Journal(inv.journal, outage_seconds=inv.lease.outage, environ=self.options.environ)
+
+    def _lose_journal(self, reason: str) -> None:
+        """The journal's database is gone for longer than a write waits, or the lease is lost: start
+        no new node; nodes in flight go on to where their next record would be written."""
+        if self._journal_lost is not None:
+            return
+        self._journal_lost = reason
+        self._stopped_because = f"{reason}; no node was started after that"
+        log.error("the run stops: no new node will start", reason=reason)
+        self._stop.set()
 
     async def _execute(
         self, flows: dict[str, Workflow], health: HealthChecker, recorder: RunRecorder
@@ -388,6 +437,8 @@ class Rollout:
                 await self._wait(first, now)
                 for task in [t for t in self._tasks if t.done()]:
                     name = self._tasks.pop(task)
+                    if not task.cancelled() and isinstance(task.exception(), JournalUnavailable):
+                        self._lose_journal(str(task.exception()))
                     ok = _succeeded(task, name)
                     sched.node_finished(name, time.monotonic(), ok)
                     watch.finished(name, ok)
@@ -471,6 +522,10 @@ class Rollout:
                 pid=takeover.stale_pid,
                 host=takeover.stale_host,
                 since=takeover.stale_since,
+                controller=takeover.stale_controller,
+                last_beat=takeover.stale_last_beat,
+                taken_by=takeover.controller,
+                why=takeover.why,
             )
         )
         if stale is not None:
@@ -540,6 +595,11 @@ def _repair(journal: Journal, inventory: Path) -> ResumeState | None:
     ):
         return repair
     return None
+
+
+def _call_soon(loop: asyncio.AbstractEventLoop, callback: Callable[[str], None], reason: str) -> None:
+    with contextlib.suppress(RuntimeError):  # the loop is closed: the run is over anyway
+        loop.call_soon_threadsafe(callback, reason)
 
 
 def _succeeded(task: asyncio.Task[NodeResult], name: str) -> bool:
