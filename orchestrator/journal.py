@@ -817,9 +817,11 @@ class Journal:
     def _alive(self, row: Row, now: datetime) -> bool:
         if now - _parse_time(row["last_beat"]) > timedelta(seconds=float(row["lease_seconds"])):
             return False
-        # Its controller's own process table says more than a beat: a process of this host that is
-        # gone (kill -9, a crash) held a lease nobody will renew.
-        return not (row["host"] == self._host and not _pid_alive(row["pid"]))
+        # The same controller on the same host can ask its own process table, which says more than a
+        # beat: a process that is gone (kill -9, a crash) held a lease nobody will renew. Another
+        # controller waits for the lease: two containers may share a host name, not their pids.
+        same = (row["host"], row["controller"]) == (self._host, self.controller)
+        return not (same and not _pid_alive(row["pid"]))
 
     @_retried
     def beat(self, run_id: str) -> datetime | None:
