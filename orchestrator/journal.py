@@ -310,6 +310,7 @@ def _retried(method: Callable[P, R]) -> Callable[P, R]:
         journal = cast("Journal", args[0])
         deadline = time.monotonic() + (0.0 if journal._down else journal.outage_seconds)
         pause = 0.2
+        retried = False
         while True:
             try:
                 result = method(*args, **kwargs)
@@ -323,10 +324,11 @@ def _retried(method: Callable[P, R]) -> Callable[P, R]:
                 log.warning("journal unreachable: retrying", journal=journal.where, error=str(exc))
                 time.sleep(pause)
                 pause = min(pause * 2, 2.0)
+                retried = True
                 with contextlib.suppress(Unavailable):  # the next attempt says so again
                     journal._store.reconnect()
                 continue
-            if journal._down:
+            if journal._down or retried:
                 journal._down = False
                 log.warning("journal reachable again", journal=journal.where)
             return result
