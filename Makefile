@@ -57,6 +57,7 @@ demo: venv
 bench: venv
 	$(PY) bench/fanout.py
 	$(PY) bench/rollout.py
+	$(PY) bench/journal.py
 
 clean:
 	rm -rf $(VENV) run .mypy_cache .ruff_cache .pytest_cache
