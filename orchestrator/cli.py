@@ -21,7 +21,7 @@ from orchestrator import __version__
 from orchestrator.results import ExitCode
 
 if TYPE_CHECKING:
-    from orchestrator.journal import NodeState
+    from orchestrator.journal import Journal, NodeState
     from orchestrator.plan import Plan
     from orchestrator.results import RunResult
     from orchestrator.resume import ResumeState
@@ -391,15 +391,25 @@ def _say_recovery(result: RunResult) -> None:
         )
 
 
+def _journal(inv: Any) -> Journal:
+    """The inventory's journal for reading; an unreachable database is one line, exit 1."""
+    from orchestrator.journal import Journal, JournalUnavailable
+
+    try:
+        return Journal(inv.journal, outage_seconds=inv.lease.outage)
+    except JournalUnavailable as exc:
+        _fail(str(exc), ExitCode.INTERNAL)
+
+
 def _recorded(inv: Any, run_id: str | None) -> tuple[RunResult, list[NodeState], str] | None:
     """A run of this inventory from its journal (the latest by default); None when none is recorded.
     An unknown run id, or one of another inventory, is an input error."""
-    from orchestrator.journal import Journal, JournalError
+    from orchestrator.journal import JournalError
 
     if not inv.journal.exists():
         return None
     _check_options(inv, "warning", {})
-    with Journal(inv.journal) as journal:
+    with _journal(inv) as journal:
         if run_id is None:
             last = journal.latest_run(inv.path)
             if last is None:
@@ -517,9 +527,7 @@ def _live_status(inv: Any, states: dict[str, NodeState], concurrency: int) -> No
 def _follow_up(inv: Any, result: RunResult) -> list[str]:
     """What the operator should know beyond the table: a lock taken from a dead run, the nodes
     out of rotation and why, and what is left to do (or whether the run is still going)."""
-    from orchestrator.journal import Journal
-
-    with Journal(inv.journal) as journal:
+    with _journal(inv) as journal:
         left_out = journal.nodes_out_of_rotation(result.run_id)
         not_done = [n for n in journal.unfinished_nodes(result.run_id) if n.outcome != "skipped"]
         takeovers = [t for t in journal.lock_takeovers(inv.path) if t.run_id == result.run_id]

@@ -4,6 +4,7 @@ import sqlite3
 import subprocess
 import sys
 import textwrap
+import time
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -484,3 +485,54 @@ def test_the_first_record_of_what_ran_before_stands(journal: Journal, db: Path, 
     assert reopened.run_result("r1").nodes[0].services_before == truth.services
     with pytest.raises(JournalError, match="not part of run"):
         reopened.record_before("r1", {"web09": truth})
+
+
+def test_a_heartbeat_keeps_the_lease_and_says_when_it_is_lost(db: Any, inventory: Path) -> None:
+    import threading
+
+    from orchestrator.lease import Heartbeat, LeaseTimes
+
+    times = LeaseTimes(lease=2.0, heartbeat=0.1, outage=1.0)
+    holder = Journal(db, environ={"ORCHESTRATOR_CONTROLLER": "ctl-a"})
+    rival = Journal(db, environ={"ORCHESTRATOR_CONTROLLER": "ctl-b"})
+    assert holder.acquire_lock(inventory, "run-a", ["h1"], lease_seconds=times.lease) is None
+    since = holder.lock_holder(inventory)[0].since  # type: ignore[index]
+    lost = threading.Event()
+    reasons: list[str] = []
+    between_beats = threading.Lock()  # held by each beat, so the test can act between two of them
+
+    class Beating(Journal):
+        def beat(self, run_id: str) -> datetime | None:
+            with between_beats:
+                return super().beat(run_id)
+
+    def on_lost(why: str) -> None:
+        reasons.append(why)
+        lost.set()
+
+    beat = Heartbeat(lambda: Beating(db), "run-a", times, on_lost)
+    beat.start()
+    try:
+        # Beyond a whole lease after it was taken, the beats keep it: another controller is refused.
+        deadline = time.monotonic() + 30
+        while True:
+            held = rival.lock_holder(inventory)
+            assert held is not None and held[1], "the lease lapsed while beating"
+            assert held[0].last_beat is not None
+            if (held[0].last_beat - since).total_seconds() > times.lease:
+                break
+            assert time.monotonic() < deadline, "no beat renewed the lease"
+            time.sleep(0.05)
+        with pytest.raises(LockHeld):
+            rival.acquire_lock(inventory, "run-b", ["h1"])
+        # The holder stalls past its lease (as if its beats had stopped) and is taken over: its next
+        # beat finds the lease gone and says so.
+        with between_beats:
+            age_lease(db, "run-a", 60)
+            assert rival.acquire_lock(inventory, "run-b", ["h1"]) is not None
+        assert lost.wait(timeout=30)
+        assert reasons == ["another controller took the farm's lease over"]
+    finally:
+        beat.stop()
+        holder.close()
+        rival.close()
