@@ -7,6 +7,9 @@ RUN    := run/demo
 .PHONY: venv browser postgresql lint test demo bench clean
 
 $(STAMP): pyproject.toml simfarm/pyproject.toml
+	@# The farm puts a real HAProxy in front of the sites when the inventory's balancer is HAProxy.
+	command -v haproxy >/dev/null || test -x /usr/sbin/haproxy || \
+		(apt-get update -q && apt-get install -y -q haproxy)
 	python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[dev]' -e './simfarm[test]'
@@ -58,6 +61,7 @@ bench: venv
 	$(PY) bench/fanout.py
 	$(PY) bench/rollout.py
 	$(PY) bench/journal.py
+	$(PY) bench/lb.py
 
 clean:
 	rm -rf $(VENV) run .mypy_cache .ruff_cache .pytest_cache

@@ -8,6 +8,7 @@ from orchestrator.actions.services import http_restart, iis_restart, services_re
 from orchestrator.credentials import Credentials
 from orchestrator.health import HealthSpec
 from orchestrator.inventory import NodeSpec
+from orchestrator.lb.base import DrainPolicy
 from orchestrator.remote.session import Target
 from orchestrator.workflow import NodeJob, Timeouts
 
@@ -45,7 +46,7 @@ def make_action(node: NodeSpec) -> Action:
     return http_restart()
 
 
-def make_job(node: NodeSpec) -> NodeJob:
+def make_job(node: NodeSpec, drain: DrainPolicy | None = None) -> NodeJob:
     h = node.health
     t = node.timeouts
     return NodeJob(
@@ -79,4 +80,5 @@ def make_job(node: NodeSpec) -> NodeJob:
         ),
         escalation=node.action.escalation,
         call_timeout=node.transport.operation_timeout,
+        drain=drain or DrainPolicy(),
     )

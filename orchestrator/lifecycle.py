@@ -106,8 +106,10 @@ class BakeFailed:
 
 @dataclass(frozen=True)
 class Skip:
-    """Resuming: an earlier run finished the node; it is not touched."""
+    """Not touched: an earlier run finished the node (resuming), or the operator had it out of
+    rotation before the run (`reason` says so)."""
 
+    reason: str | None = None
     name: Literal["skip"] = "skip"
 
 
@@ -265,8 +267,8 @@ class Lifecycle:
             case BakeFailed(detail=detail):
                 baked = f"health did not hold during the canary bake: {detail}"
                 return "failed", [Record("failed", baked, observe=False)], baked
-            case Skip():
-                return "skipped", [Record("skipped", None, observe=False)], None
+            case Skip(reason=reason):
+                return "skipped", [Record("skipped", reason, observe=False)], reason
             case NotStarted():
                 return "not_started", [Record("not_started", None, observe=False)], None
         raise IllegalTransition(self.node, self.state, event)  # pragma: no cover - exhaustive

@@ -30,8 +30,8 @@ from orchestrator.inventory import Inventory
 from orchestrator.inventory.live import check_at_run
 from orchestrator.jobs import make_job, make_target
 from orchestrator.journal import Journal, JournalError, JournalUnavailable, LockHeld, LockTakeover
-from orchestrator.lb.base import LoadBalancer
-from orchestrator.lb.none import NoBalancer
+from orchestrator.lb.base import LBError, LoadBalancer
+from orchestrator.lb.registry import UnavailableDriver, build, drain_policy
 from orchestrator.lease import Heartbeat, farm_identity
 from orchestrator.lifecycle import NotStarted, Skip
 from orchestrator.log import register_secret
@@ -92,20 +92,22 @@ def static_plan(inv: Inventory) -> Plan:
 
 
 def load_balancer(inv: Inventory) -> LoadBalancer:
-    """The inventory's driver. One that is not implemented yet is refused, never silently replaced:
-    restarting nodes that the balancer still sends traffic to is exactly what this tool prevents."""
-    driver = inv.load_balancer.driver
-    if driver != "none":
+    """The inventory's balancer (several instances as one). A driver that is not available is
+    refused, never silently replaced: restarting nodes that the balancer still sends traffic to is
+    exactly what this tool prevents."""
+    try:
+        nodes = {n.lb_name: {"lb_name": n.lb_name, "name": n.name, "host": n.host} for n in inv.nodes}
+        return build(inv.load_balancers or (inv.load_balancer,), nodes)
+    except UnavailableDriver as exc:
         raise InvalidInput(
             str(
                 inv.error_at(
-                    ("load_balancer", "driver"),
-                    f"the {driver!r} driver is not available in this version; use 'none' (drain the "
-                    "nodes by other means) or see docs/load-balancers.md",
+                    (*inv.balancer_path(exc.index), "driver"),
+                    f"the {exc.driver!r} driver is not available in this version; use 'none' (drain the "
+                    "nodes by other means), 'haproxy', or see docs/load-balancers.md",
                 )
             )
-        )
-    return NoBalancer()
+        ) from None
 
 
 def inventory_digest(path: Path) -> str:
@@ -135,6 +137,8 @@ class Rollout:
         self._sched: Scheduler | None = None
         self._stopped_because: str | None = None  # why the run ended early, for the report
         self._journal_lost: str | None = None  # the lease or the journal's database is gone: why
+        self._left_by_operator: dict[str, str] = {}  # node -> why the balancer had it out before the run
+        self._balancer_healthy: dict[str, bool] = {}  # the balancer's own health check before the run
 
     # --- signals ----------------------------------------------------------------------------------
 
@@ -240,9 +244,10 @@ class Rollout:
                 self.options.progress,
             )
             recorder.run_started(str(inv.path.resolve()), [n.name for n in inv.nodes], planned.to_json())
+            policy = drain_policy(inv.load_balancers or (inv.load_balancer,))
             async with HealthChecker() as health:
                 flows = {
-                    n.name: Workflow(make_job(n), sessions[n.name], self.lb, health, recorder)
+                    n.name: Workflow(make_job(n, policy), sessions[n.name], self.lb, health, recorder)
                     for n in inv.nodes
                 }
                 self._body = asyncio.create_task(self._execute(flows, health, recorder))
@@ -328,15 +333,9 @@ class Rollout:
         self, flows: dict[str, Workflow], health: HealthChecker, recorder: RunRecorder
     ) -> tuple[RunOutcome, Plan | None]:
         inv = self.inv
-        unknown = sorted(
-            set(n.lb_name for n in inv.nodes) - await self.lb.known(n.lb_name for n in inv.nodes)
-        )
-        if unknown:
-            bad = next(n for n in inv.nodes if n.lb_name == unknown[0])
-            log.error("load balancer does not know nodes", servers=unknown)
-            raise InvalidInput(
-                str(inv.node_error(bad.name, ("lb_name",), f"the load balancer has no server {unknown[0]!r}"))
-            )
+        refused = await self._balancer_preflight(flows)
+        if refused is not None:
+            return refused, None
 
         # Whole-fleet preflight: read-only, bounded concurrency; one refusal stops everything.
         # A resumed run preflights only the nodes it will touch.
@@ -370,7 +369,12 @@ class Rollout:
         )
         if probes is None:
             return self._stopped_in_preflight(flows), None
-        healthy = {name for name, probe in zip(flows, probes, strict=True) if probe.ok}
+        # A node the balancer had out before the run is no capacity, whatever its own health says.
+        healthy = {
+            name
+            for name, probe in zip(flows, probes, strict=True)
+            if probe.ok and name not in self._left_by_operator and self._balancer_healthy.get(name, True)
+        }
         for name, probe in zip(flows, probes, strict=True):
             if not probe.ok:
                 log.warning("node unhealthy before the run", node=name, detail=probe.detail)
@@ -386,7 +390,9 @@ class Rollout:
             log.error("preflight refused", reason=self._stopped_because)
             return "preflight_refused", None
         try:
-            plan = self._plan = remaining_plan(make_plan(inv, healthy=healthy), self._finished(flows))
+            # Nodes an earlier run finished, or the operator left out, are not this run's to change.
+            untouched = [*self._finished(flows), *self._left_by_operator]
+            plan = self._plan = remaining_plan(make_plan(inv, healthy=healthy), untouched)
         except PlanError as exc:
             self._stopped_because = f"plan refused with live health: {inv.error_at(exc.path, exc.message)}"
             log.error("plan refused with live health", error=str(inv.error_at(exc.path, exc.message)))
@@ -406,12 +412,14 @@ class Rollout:
         )
         watch = HealthWatch(
             sched,
-            flows,
+            # A node left out by the operator is no capacity however well it answers.
+            {n: f for n, f in flows.items() if n not in self._left_by_operator},
             health,
             unhealthy=plan.unhealthy,
             interval=_WATCH_SECONDS,
             limit=self.options.preflight_concurrency,
             on_change=self._wake.set,
+            balancer=self._balancer_verdict,
         )
         watcher = asyncio.create_task(watch.run(), name="health-watch")
         stop_seen = False
@@ -553,12 +561,67 @@ class Rollout:
 
     def _finished(self, flows: Mapping[str, Workflow]) -> list[str]:
         """Nodes the run being resumed finished: not in this run's plan, but counted for the floor."""
-        return [name for name in flows if self._start_at(name) is None]
+        return [name for name in flows if self._start_at(name) is None and name not in self._left_by_operator]
+
+    async def _balancer_verdict(self, name: str) -> str | None:
+        """Why the balancer does not count this node as capacity now, or None when it does."""
+        server = self.inv.node(name).lb_name
+        try:
+            m = await self.lb.state(server)
+        except LBError as exc:
+            log.warning("load balancer state unreadable", node=name, error=str(exc))
+            return None  # the node's own health stands; the drain phase will fail if this lasts
+        if m.rotation == "out":
+            return f"out of rotation in the load balancer ({m.status or m.admin})"
+        if m.healthy is False:
+            return f"unhealthy in the load balancer ({m.status})"
+        return None
 
     def _start_at(self, name: str) -> Phase | None:
+        if name in self._left_by_operator:
+            return None
         if self.resume is None:
             return "drain"
         return self.resume.start_at.get(name, "drain")
+
+    async def _balancer_preflight(self, flows: dict[str, Workflow]) -> RunOutcome | None:
+        """Every instance reachable at admin level, every server known; the state of each server
+        before the run is recorded. A server an operator took out (MAINT or DRAIN) stays out: the
+        run leaves that node alone and reports it. Returns the refusal, or None to go on."""
+        inv = self.inv
+        try:
+            before = await self.lb.preflight([n.lb_name for n in inv.nodes])
+        except LBError as exc:
+            if exc.kind == "unknown_server":
+                bad = next((n for n in inv.nodes if repr(n.lb_name) in str(exc)), inv.nodes[0])
+                log.error("load balancer does not know a node", error=str(exc))
+                raise InvalidInput(
+                    str(
+                        inv.node_error(
+                            bad.name, ("lb_name",), f"the load balancer has no server {bad.lb_name!r}"
+                        )
+                    )
+                ) from None
+            log.error(
+                "load balancer refused the preflight: nothing was touched", kind=exc.kind, error=str(exc)
+            )
+            return "preflight_refused"
+        for warning in before.warnings:
+            log.warning(warning)
+        for node in inv.nodes:
+            m = before.before[node.lb_name]
+            self._balancer_healthy[node.name] = m.healthy is not False
+            resumed_drained = self.resume is not None and self._start_at(node.name) not in (None, "drain")
+            if m.admin in ("drain", "maint") and not resumed_drained:
+                reason = f"left out by the operator: {m.admin.upper()} in the load balancer before the run"
+                self._left_by_operator[node.name] = reason
+                flow = flows[node.name]
+                flow.result.rotation = "out"
+                flow.send(Skip(reason))
+                log.warning(
+                    "node left out of rotation by the operator: not touched", node=node.name, state=m.admin
+                )
+        return None
 
     async def _wait(self, wait: Wait, now: float) -> None:
         """Until a node finishes, a stop is requested, a node's health changes, or `wait.until`."""

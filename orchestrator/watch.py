@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 
 import structlog
 
 from orchestrator.fanout import bounded_map
-from orchestrator.health import HealthChecker
+from orchestrator.health import HealthChecker, Probe
 from orchestrator.lifecycle import BakeFailed
 from orchestrator.schedule import Scheduler
 from orchestrator.workflow import Workflow
@@ -34,6 +34,7 @@ class HealthWatch:
         interval: float,
         limit: int,
         on_change: Callable[[], None],
+        balancer: Callable[[str], Awaitable[str | None]] | None = None,
     ) -> None:
         self._sched = sched
         self._flows = flows
@@ -41,6 +42,7 @@ class HealthWatch:
         self._interval = interval
         self._limit = limit
         self._on_change = on_change
+        self._balancer = balancer  # node -> why the balancer does not count it, or None
         bad = set(unhealthy)
         self._healthy = {name: name not in bad for name in flows}
         self._finished_at: dict[str, float] = {}
@@ -59,9 +61,7 @@ class HealthWatch:
     async def round(self) -> None:
         started = time.monotonic()
         idle = [n for n in self._flows if self._watched(n)]
-        probes = await bounded_map(
-            lambda n: self._health.probe(self._flows[n].job.health), idle, limit=self._limit
-        )
+        probes = await bounded_map(self._probe, idle, limit=self._limit)
         changed = False
         for name, probe in zip(idle, probes, strict=True):
             stale = self._finished_at.get(name, 0.0) > started
@@ -81,6 +81,16 @@ class HealthWatch:
                 log.warning("node unhealthy (outside this run)", node=name, detail=probe.detail)
         if changed:
             self._on_change()
+
+    async def _probe(self, name: str) -> Probe:
+        """The node's own health, and then the balancer's view of it: capacity is what the balancer
+        can send traffic to."""
+        probe = await self._health.probe(self._flows[name].job.health)
+        if probe.ok and self._balancer is not None:
+            why = await self._balancer(name)
+            if why is not None:
+                return Probe(ok=False, detail=why)
+        return probe
 
     def _watched(self, name: str) -> bool:
         # In flight: its workflow owns it. Failed by this run: drained on purpose, out of the count.

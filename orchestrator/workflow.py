@@ -16,9 +16,10 @@ from datetime import datetime
 from typing import Protocol
 
 from orchestrator.actions.base import Action, ActionContext, PhaseFailed
+from orchestrator.drain import rejoin, take_out, wait_drained
 from orchestrator.health import HealthChecker, HealthSpec, Unhealthy
 from orchestrator.journal import Before
-from orchestrator.lb.base import LBError, LoadBalancer
+from orchestrator.lb.base import DrainPolicy, LBError, LoadBalancer
 from orchestrator.lifecycle import (
     Begin,
     Effect,
@@ -76,6 +77,7 @@ class NodeJob:
     escalation: str = "none"
     call_timeout: float = 20
     poll_max: float = 1.0
+    drain: DrainPolicy = field(default_factory=DrainPolicy)
 
 
 class Recorder(Protocol):
@@ -223,13 +225,13 @@ class Workflow:
         self.result.services_before = dict(self.ctx.services_before)
 
     async def _drain(self) -> None:
-        await self.lb.drain(self.job.lb_name)
-        self._rotation("out")
-        pause = 0.05
-        while (m := await self.lb.state(self.job.lb_name)).sessions > 0:
-            self._notes.append(f"waiting for {m.sessions} sessions to finish")
-            await asyncio.sleep(pause)
-            pause = min(pause * 2, 1.0)
+        await take_out(self.lb, self.job.lb_name, self._rotation)
+        await wait_drained(
+            self.lb, self.job.lb_name, self.job.drain, self._in_flight_on_node, self._notes.append
+        )
+
+    async def _in_flight_on_node(self) -> int | None:
+        return await cmdlets.requests_in_flight(self.session, timeout=self.job.call_timeout)
 
     async def _verify(self) -> None:
         services = self.job.action.watched_services()
@@ -251,17 +253,7 @@ class Workflow:
             raise PhaseFailed(ErrorInfo(kind="health", message=str(exc), target=exc.url)) from None
 
     async def _undrain(self) -> None:
-        await self.lb.ready(self.job.lb_name)
-        # From here the balancer may already send traffic: until it confirms, the truth is unknown.
-        self._rotation("unknown")
-        pause = 0.05
-        while True:
-            m = await self.lb.state(self.job.lb_name)
-            if m.rotation == "in" and m.healthy is not False:
-                break
-            await asyncio.sleep(pause)
-            pause = min(pause * 2, 1.0)
-        self._rotation("in")
+        await rejoin(self.lb, self.job.lb_name, self.job.drain, self._rotation, self._notes.append)
 
     def _expected(self) -> set[str]:
         """Upper-cased names of the services that must run: those that ran before (an operator's

@@ -79,6 +79,7 @@ class Inventory:
     groups: Mapping[str, Group]
     rollout: Rollout
     load_balancer: LoadBalancer
+    """The first (or only) balancer; `load_balancers` has every instance."""
     journal: Path | PgJournal
     warnings: tuple[str, ...]
     """Accepted but risky settings, formatted like errors (file:line:col: field: message)."""
@@ -87,6 +88,14 @@ class Inventory:
     notify: Notify = field(default_factory=Notify)
     journal_keep_days: float = 365
     lease: LeaseTimes = field(default_factory=lambda: LeaseTimes())
+    load_balancers: tuple[LoadBalancer, ...] = ()
+    """Every balancer instance in front of the nodes, in the file's order."""
+
+    def balancer_path(self, index: int) -> PathKey:
+        """Where balancer `index` is written: `load_balancer` or `load_balancers[index]`."""
+        if self._document.data.get("load_balancers"):
+            return ("load_balancers", index)
+        return ("load_balancer",)
 
     def node(self, name: str) -> NodeSpec:
         for node in self.nodes:
@@ -143,7 +152,8 @@ class _Loader:
             nodes=tuple(nodes),
             groups=dict(self.raw.groups),
             rollout=self.raw.rollout,
-            load_balancer=self.raw.load_balancer,
+            load_balancer=self._balancers()[0],
+            load_balancers=tuple(self._balancers()),
             journal=self._journal(),
             warnings=tuple(self.warnings),
             _document=self.doc,
@@ -317,9 +327,21 @@ class _Loader:
         except StoreError as exc:
             raise self.fail(("journal",), str(exc)) from None
 
+    def _balancers(self) -> list[LoadBalancer]:
+        return list(self.raw.load_balancers) or [self.raw.load_balancer]
+
     def _check_load_balancer(self) -> None:
-        lb = self.raw.load_balancer
-        here = ("load_balancer",)
+        if self.raw.load_balancers and "load_balancer" in self.raw.model_fields_set:
+            raise self.fail(
+                ("load_balancers",), "give load_balancer (one instance) or load_balancers (several), not both"
+            )
+        if self.raw.load_balancers:
+            for index, lb in enumerate(self.raw.load_balancers):
+                self._check_one_balancer(lb, ("load_balancers", index))
+        else:
+            self._check_one_balancer(self.raw.load_balancer, ("load_balancer",))
+
+    def _check_one_balancer(self, lb: LoadBalancer, here: PathKey) -> None:
         for driver in ("haproxy", "http", "command"):
             configured = getattr(lb, driver) is not None
             if lb.driver == driver and not configured:

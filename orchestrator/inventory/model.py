@@ -34,6 +34,7 @@ from orchestrator.inventory.values import (
     Text,
     UrlTemplate,
     WarmupTemplate,
+    _check_lb_text,
 )
 
 # --- node settings ----------------------------------------------------------------------------------
@@ -277,26 +278,103 @@ def _check_socket(value: str) -> str:
 class HAProxySettings(_Model):
     socket: Annotated[str, AfterValidator(_check_socket)]
     """Runtime API: a unix socket path or host:port (needs `level admin`)."""
-    backend: Text
+    backend: Text | Annotated[list[Text], Field(min_length=1)]
+    """The backend holding the servers, or a list of backends (a server may sit in several)."""
     timeout: Seconds = 5.0
+    """Per runtime API command."""
+    config: Text | None = None
+    """HAProxy's configuration file, when readable here: a warning if it keeps no server-state-file."""
+    drain_state: Literal["drain", "maint"] = "drain"
+    """How a server leaves rotation: drain (health checks keep running) or maint (also moves
+    persistent and pinned traffic away; the health check stops until ready)."""
+
+
+def _check_body(value: Any) -> Any:
+    """Every string in a JSON body is a template: a placeholder typo fails here."""
+    if isinstance(value, str):
+        _check_lb_text(value)
+    elif isinstance(value, dict):
+        for item in value.values():
+            _check_body(item)
+    elif isinstance(value, list):
+        for item in value:
+            _check_body(item)
+    return value
+
+
+class HttpCall(_Model):
+    """One request of the http driver; strings in `url` and `body` have {lb_name}, {name} and {host}
+    substituted."""
+
+    method: Literal["GET", "POST", "PUT", "PATCH", "DELETE"] = "POST"
+    url: LbUrlTemplate
+    body: Annotated[Any, AfterValidator(_check_body)] = None
+    """A JSON document sent with the request (none when absent)."""
+
+
+class HttpField(_Model):
+    """Where a value sits in the state document and what its values mean."""
+
+    path: Text
+    """Dotted path into the JSON answer, e.g. `member.state` or `servers.0.status`."""
+    map: dict[str, Any] = {}
+    """Answer value (as text) -> our value, e.g. {enabled: in, disabled: out}; unmapped values are
+    taken as they are (rotation: anything else is unknown)."""
+
+
+class HttpState(HttpCall):
+    method: Literal["GET", "POST", "PUT", "PATCH", "DELETE"] = "GET"
+    rotation: HttpField = HttpField(path="rotation")
+    healthy: HttpField | None = HttpField(path="healthy")
+    sessions: HttpField | None = HttpField(path="sessions")
 
 
 class HttpLbSettings(_Model):
-    drain_url: LbUrlTemplate
-    """Called (POST) to drain a server; {lb_name}, {name} and {host} are substituted."""
-    ready_url: LbUrlTemplate
-    status_url: LbUrlTemplate
+    drain: HttpCall | None = None
+    """The request that drains a server (or the shorthand drain_url: a POST)."""
+    ready: HttpCall | None = None
+    recheck: HttpCall | None = None
+    """Optional: asks the balancer to check the server afresh before ready."""
+    state: HttpState | None = None
+    """The request that reads a server's state (or the shorthand status_url: a GET answering
+    {"rotation": "in|out|unknown", "healthy": true|false|null, "sessions": N|null})."""
+    drain_url: LbUrlTemplate | None = None
+    ready_url: LbUrlTemplate | None = None
+    status_url: LbUrlTemplate | None = None
     token_env: EnvName | None = None
-    """Environment variable with a bearer token."""
+    """Environment variable with a bearer token (sent as `Authorization: Bearer ...`)."""
+    auth_header: Text = "Authorization"
+    auth_env: EnvName | None = None
+    """Environment variable holding the whole value of auth_header (instead of token_env)."""
+    ca_file: Text | None = None
+    """CA bundle for an https balancer API; certificates are always verified."""
     timeout: Seconds = 10.0
+    """Per request."""
+
+    @model_validator(mode="after")
+    def _each_operation_once(self) -> HttpLbSettings:
+        for op, short in (("drain", "drain_url"), ("ready", "ready_url"), ("state", "status_url")):
+            given = getattr(self, op) is not None, getattr(self, short) is not None
+            if all(given):
+                raise ValueError(f"give {op} or {short}, not both")
+            if not any(given):
+                raise ValueError(f"needs {op} (or the shorthand {short})")
+        if self.token_env is not None and self.auth_env is not None:
+            raise ValueError("give token_env or auth_env, not both")
+        return self
 
 
 class CommandLbSettings(_Model):
     drain: Annotated[list[LbArgTemplate], Field(min_length=1)]
-    """Command line (argv list) that drains a server; {lb_name}, {name} and {host} are substituted."""
+    """Command line (argv list, no shell) that drains a server; {lb_name}, {name} and {host} are
+    substituted, and the same values are in the environment (ORCH_LB_NAME, ORCH_NODE, ORCH_HOST)."""
     ready: Annotated[list[LbArgTemplate], Field(min_length=1)]
     status: Annotated[list[LbArgTemplate], Field(min_length=1)]
+    """Prints {"rotation": "in|out|unknown", "healthy": true|false|null, "sessions": N|null}."""
+    recheck: Annotated[list[LbArgTemplate], Field(min_length=1)] | None = None
+    """Optional: asks the balancer to check the server afresh before ready."""
     timeout: Seconds = 30.0
+    """Per command; on expiry its whole process group is killed."""
 
 
 class LoadBalancer(_Model):
@@ -304,6 +382,17 @@ class LoadBalancer(_Model):
     haproxy: HAProxySettings | None = None
     http: HttpLbSettings | None = None
     command: CommandLbSettings | None = None
+    drain_timeout: Seconds = 120.0
+    """How long the drain waits for the node's requests to finish (balancer and node counts)."""
+    on_drain_timeout: Literal["fail", "proceed"] = "fail"
+    """When requests remain after drain_timeout: fail the node (left drained, not stopped), or
+    proceed with the stop (the remaining requests may fail)."""
+    node_drain: bool = True
+    """Also wait until the node itself reports no request in flight (Get-WebRequest), for every
+    driver: the proof that works behind balancers that expose no per-server counts."""
+    watch_seconds: NonNegativeSeconds = 0.0
+    """After a node rejoins: it must stay UP with its 5xx count flat this long, else it is drained
+    again and fails."""
 
 
 def _check_webhook_url(value: str) -> str:
@@ -370,6 +459,9 @@ class InventoryFile(_Model):
     nodes: Annotated[list[NodeEntry], AfterValidator(_at_least_one_node)]
     rollout: Rollout = Rollout()
     load_balancer: LoadBalancer = LoadBalancer()
+    load_balancers: list[LoadBalancer] = []
+    """Several balancer instances in front of the same nodes (an HA pair, two tiers): a node is out
+    only when out on every one. Instead of load_balancer, not beside it."""
     journal: Text = ".orchestrator/journal.sqlite"
     """The run journal: a SQLite file, relative to the inventory file, or a postgresql:// URL (no
     password in it) shared by several controllers."""

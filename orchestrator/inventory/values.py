@@ -240,7 +240,8 @@ LbUrlTemplate = Annotated[
     AfterValidator(_template_checker(_LB_PLACEHOLDERS, "url")),
     Field(json_schema_extra={"pattern": "^https?://"}),
 ]
-LbArgTemplate = Annotated[str, AfterValidator(_template_checker(_LB_PLACEHOLDERS, "text"))]
+_check_lb_text = _template_checker(_LB_PLACEHOLDERS, "text")
+LbArgTemplate = Annotated[str, AfterValidator(_check_lb_text)]
 
 
 def _aware_datetime(value: object) -> object:

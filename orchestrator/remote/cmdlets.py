@@ -35,6 +35,7 @@ CMDLETS = (
     "Get-WebAppPoolState",
     "Restart-WebAppPool",
     "Invoke-CimMethod",
+    "Get-WebRequest",
 )
 
 
@@ -160,3 +161,14 @@ async def create_detached_process(session: Session, command_line: str, *, timeou
         )
     pid = prop(result, "ProcessId")
     return int(pid) if pid is not None else 0
+
+
+async def requests_in_flight(session: Session, *, timeout: float) -> int | None:
+    """Requests the node's worker processes are executing now (Get-WebRequest, WebAdministration).
+    None when the node cannot say: the cmdlet is absent (Request Monitor not installed, or a JEA
+    endpoint that does not expose it)."""
+    inv = await session.invoke(Cmd.of("Get-WebRequest"), timeout=timeout)
+    if any(e.kind == "not_found" for e in inv.errors):
+        return None
+    _raise_first(inv)
+    return len(inv.output)

@@ -112,6 +112,13 @@ class UnhealthyAfterStart(_Strict):
     kind: Literal["unhealthy_after_start"]
 
 
+class ErrorsAfterStart(_Strict):
+    """After the next start the application answers 500 on its pages while /healthz stays 200: a
+    broken deployment that a health check alone does not see."""
+
+    kind: Literal["errors_after_start"]
+
+
 class SlowWarmup(_Strict):
     """The first request after a start takes this long."""
 
@@ -153,6 +160,7 @@ Fault = Annotated[
     | StartFailure
     | StopFailure
     | UnhealthyAfterStart
+    | ErrorsAfterStart
     | SlowWarmup
     | WinRMDown
     | WrongCredentials
@@ -165,6 +173,18 @@ Fault = Annotated[
 class NodeSim(_Strict):
     faults: list[Fault] = []
     timings: Timings | None = None
+
+
+class HAProxySim(_Strict):
+    """The HAProxy the farm starts when the inventory's balancer is HAProxy."""
+
+    frontend: str | None = None
+    """ADDR:PORT of the first instance's frontend (each further instance: the next port); default:
+    the first node's address, site_port + 1."""
+    inter_ms: Annotated[int, Field(ge=100)] = 1000
+    fastinter_ms: Annotated[int, Field(ge=100)] = 500
+    rise: Annotated[int, Field(ge=1)] = 2
+    fall: Annotated[int, Field(ge=1)] = 2
 
 
 class SimConfig(_Strict):
@@ -181,6 +201,7 @@ class SimConfig(_Strict):
     winrm: WinRMConfig = WinRMConfig()
     endpoints: list[Endpoint] = []
     nodes: dict[str, NodeSim] = {}
+    haproxy: HAProxySim = HAProxySim()
 
 
 def sim_config(doc: source.Document) -> SimConfig:

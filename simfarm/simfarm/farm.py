@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from simfarm import source
+from simfarm import haproxy, source
 from simfarm.auth import AccountFile
 from simfarm.certs import FarmCA
 from simfarm.config import SimConfig, sim_config
@@ -191,16 +191,25 @@ def _stop_on_signal() -> asyncio.Event:
 
 
 async def _serve_alone(
-    nodes: list[NodeAddress], config: SimConfig, workdir: Path, events: Path, describe: Path | None
+    nodes: list[NodeAddress],
+    config: SimConfig,
+    workdir: Path,
+    events: Path,
+    describe: Path | None,
+    balancers: list[haproxy.Instance],
 ) -> None:
     stop = _stop_on_signal()
     farm = await serve_farm(nodes, config, workdir, events)
+    procs: list[haproxy.HAProxyProcess] = []
     try:
+        # After the sites: HAProxy is ready once its health checks see every server UP.
+        procs = await asyncio.to_thread(haproxy.start_all, balancers, nodes, config, workdir)
         if describe is not None:
-            await asyncio.to_thread(_write_json, describe, farm.describe())
+            await asyncio.to_thread(_write_json, describe, {**farm.describe(), **haproxy.describe(procs)})
         print("ready", flush=True)
         await stop.wait()
     finally:
+        await asyncio.to_thread(haproxy.stop_all, procs)
         await farm.close()
 
 
@@ -235,6 +244,7 @@ def _serve_workers(
     events: Path,
     describe: Path | None,
     workers: int,
+    balancers: list[haproxy.Instance],
 ) -> int:
     ca = FarmCA.create(workdir / "pki")
     ctx = multiprocessing.get_context("spawn")
@@ -247,6 +257,7 @@ def _serve_workers(
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    balancer_procs: list[haproxy.HAProxyProcess] = []
     try:
         for k in range(workers):
             share = nodes[k::workers]
@@ -268,8 +279,14 @@ def _serve_workers(
             except EOFError:
                 print(f"sim: {proc.name} failed to start", file=sys.stderr, flush=True)
                 return 1
+        balancer_procs = haproxy.start_all(balancers, nodes, config, workdir)
         if describe is not None:
-            merged = {**described[0], "ca_file": str(ca.ca_file), "nodes": []}
+            merged = {
+                **described[0],
+                "ca_file": str(ca.ca_file),
+                "nodes": [],
+                **haproxy.describe(balancer_procs),
+            }
             order = {name: i for i, (name, _) in enumerate(nodes)}
             merged["nodes"] = sorted(
                 (n for d in described for n in d["nodes"]), key=lambda n: order[n["name"]]
@@ -280,6 +297,7 @@ def _serve_workers(
             multiprocessing.connection.wait([p.sentinel for p, _ in procs], timeout=0.2)
         return 0 if stop else 1
     finally:
+        haproxy.stop_all(balancer_procs)
         for proc, _ in procs:
             if proc.is_alive():
                 proc.terminate()
@@ -298,6 +316,11 @@ def run_sim(
     """Serve a farm until SIGINT/SIGTERM. Exit 0; 2 on a config error or an address already in use."""
     try:
         config, plan = plan_nodes(inventory, nodes, base_address)
+        balancers = (
+            haproxy.instances(source.load(inventory), config, plan[0][1])
+            if inventory is not None and plan
+            else []
+        )
     except (source.SourceError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr, flush=True)
         return 2
@@ -312,9 +335,12 @@ def run_sim(
         base.mkdir(parents=True, exist_ok=True)
         events = base / "events.jsonl"
         if workers > 1:
-            return _serve_workers(plan, config, base, events, describe, workers)
+            return _serve_workers(plan, config, base, events, describe, workers, balancers)
         try:
-            asyncio.run(_serve_alone(plan, config, base, events, describe))
+            asyncio.run(_serve_alone(plan, config, base, events, describe, balancers))
+        except haproxy.HAProxyFailed as exc:
+            print(f"error: {exc}", file=sys.stderr, flush=True)
+            return 2
         except OSError as exc:
             if exc.errno != errno.EADDRINUSE:
                 raise

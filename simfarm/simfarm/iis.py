@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import itertools
+import time
 from typing import TYPE_CHECKING
 
 from simfarm.config import SlowWarmup
@@ -43,10 +45,18 @@ class PoolStateError(Exception):
 
 
 class Request:
-    """One request a worker is executing; `aborted` fires when the worker dies under it."""
+    """One request a worker is executing; `aborted` fires when the worker dies under it. What it
+    carries is what Get-WebRequest (the Request Monitor) shows of it."""
 
-    def __init__(self) -> None:
+    _ids = itertools.count(1)
+
+    def __init__(self, verb: str = "GET", url: str = "/", client: str = "") -> None:
         self.aborted = asyncio.Event()
+        self.id = next(self._ids)
+        self.verb = verb
+        self.url = url
+        self.client = client
+        self.started = time.monotonic()
 
 
 class Worker:
@@ -97,8 +107,11 @@ class Worker:
                     w.cancel()
         return self.ready.is_set() and not self.exited.is_set()
 
-    def begin(self) -> Request:
-        req = Request()
+    def requests(self) -> list[Request]:
+        return sorted(self._in_flight, key=lambda r: r.id)
+
+    def begin(self, verb: str = "GET", url: str = "/", client: str = "") -> Request:
+        req = Request(verb, url, client)
         self._in_flight.add(req)
         self._idle.clear()
         return req

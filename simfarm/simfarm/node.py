@@ -15,6 +15,7 @@ from simfarm.accounts import same_account
 from simfarm.cmd import run_command_line
 from simfarm.config import (
     Endpoint,
+    ErrorsAfterStart,
     Latency,
     NodeSim,
     Resets,
@@ -45,6 +46,8 @@ class SimNode:
         self.iis = Iis(self)
         # Set by the unhealthy_after_start fault on the first W3SVC start after boot.
         self.site_unhealthy = False
+        # Set by the errors_after_start fault: pages answer 500, /healthz does not.
+        self.site_errors = False
         self._winrm_up = False
         self._booted = False
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -145,6 +148,7 @@ class SimNode:
                 self._notify_winrm(running)
         if svc.name == "W3SVC" and state == ServiceState.Running and self._booted:
             self.site_unhealthy = self.has_fault(UnhealthyAfterStart)
+            self.site_errors = self.has_fault(ErrorsAfterStart)
 
     # --- faults -----------------------------------------------------------------------------------
 

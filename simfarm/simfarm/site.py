@@ -93,7 +93,7 @@ class SiteServer:
         if not iis.serving() or pool.state != PoolState.Started:
             return self._answer(request, 503, UNAVAILABLE, "text/html")
         worker = pool.acquire(iis.warmup_seconds())
-        req = worker.begin()
+        req = worker.begin(request.method, request.path_qs, request.remote or "")
         try:
             if not await worker.wait_ready():
                 return self._answer(request, 503, UNAVAILABLE, "text/html")
@@ -112,6 +112,8 @@ class SiteServer:
             if self.node.site_unhealthy:
                 return self._answer(request, 500, "Unhealthy", "text/plain")
             return self._answer(request, 200, "OK", "text/plain")
+        if self.node.site_errors:
+            return self._answer(request, 500, "Internal Server Error", "text/plain")
         if request.path == "/slow":
             return self._answer(request, 200, "done", "text/plain")
         return self._answer(

@@ -3,12 +3,12 @@ confirmed. (Every real phase runs end to end against the simulated farm in tests
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Sequence
 from typing import Any
 
 from orchestrator.actions.services import iis_restart
 from orchestrator.health import HealthChecker, HealthSpec
-from orchestrator.lb.base import Membership
+from orchestrator.lb.base import Membership, Preflight
 from orchestrator.lifecycle import PreflightPassed
 from orchestrator.remote.session import Session, Target
 from orchestrator.workflow import NodeJob, Timeouts, Workflow
@@ -19,11 +19,14 @@ class NeverConfirms:
 
     name = "stuck"
 
-    async def known(self, lb_names: Iterable[str]) -> set[str]:
-        return set(lb_names)
+    async def preflight(self, servers: Sequence[str]) -> Preflight:
+        return Preflight()
 
     async def state(self, lb_name: str) -> Membership:
         return Membership(rotation="out", healthy=None, sessions=0)
+
+    async def recheck(self, lb_name: str) -> None:
+        return None
 
     async def drain(self, lb_name: str) -> None:
         return None

@@ -11,11 +11,12 @@ never sees them on a ServiceController or a Process; a CIM instance carries `PSC
 from __future__ import annotations
 
 import datetime
+import time
 from typing import Any
 
 from psrpcore.types import PSEnumBase, PSNoteProperty, PSObject, PSType, add_alias_property, add_note_property
 
-from simfarm.iis import AppPool
+from simfarm.iis import AppPool, Request
 from simfarm.processes import Process
 from simfarm.scm import Service, ServiceControlManager, ServiceState
 
@@ -214,6 +215,34 @@ def apppool_state(pool: AppPool) -> PSObject:
         "",
         {},
         notes={"Name": pool.name, "Value": pool.state.name},
+    )
+
+
+def web_request(pool: AppPool, pid: int, req: Request, site_port: int) -> PSObject:
+    """One in-flight request as Get-WebRequest (the Request Monitor) writes it."""
+    elapsed = int((time.monotonic() - req.started) * 1000)
+    return _typed(
+        [
+            "Microsoft.IIs.PowerShell.Framework.ConfigurationElement#requests#request",
+            "Microsoft.IIs.PowerShell.Framework.ConfigurationElement",
+            "System.Object",
+        ],
+        "Microsoft.IIs.PowerShell.Framework.ConfigurationElement",
+        {
+            "requestId": f"{req.id:016X}",
+            "connectionId": f"{req.id:016X}",
+            "verb": req.verb,
+            "url": req.url,
+            "siteId": 1,
+            "appPoolName": pool.name,
+            "processId": pid,
+            "stage": "ExecuteRequestHandler",
+            "timeElapsed": elapsed,
+            "timeInState": elapsed,
+            "clientIpAddr": req.client,
+            "localPort": site_port,
+            "pipelineState": "ExecuteRequestHandler",
+        },
     )
 
 

@@ -92,8 +92,28 @@ def _control(operation: str) -> Any:
     return body
 
 
+async def get_requests(inv: Invocation, bound: dict[str, Any], input: list[Any]) -> None:
+    """Get-WebRequest: the requests the worker processes are executing now, optionally of one pool
+    or one worker process (the real cmdlet needs the Request Monitor role service)."""
+    iis = inv.node.iis
+    pool_name = bound.get("AppPool")
+    pools = list(iis.pools.values()) if pool_name is None else [p for p in [iis.pool(str(pool_name))] if p]
+    for pool in pools:
+        for worker in pool.workers():
+            if "Process" in bound and int(bound["Process"]) != worker.pid:
+                continue
+            for req in worker.requests():
+                inv.write(objects.web_request(pool, worker.pid, req, inv.node.config.site_port))
+
+
 _NAME = Param("Name", "string", position=0)
 CMDLETS = (
+    Cmdlet(
+        "Get-WebRequest",
+        _NS + "GetWebRequestCommand",
+        (Param("AppPool", "string", position=0), Param("Process", "int", position=1)),
+        get_requests,
+    ),
     Cmdlet("Get-WebAppPoolState", _NS + "GetAppPoolStateCommand", (_NAME,), get_state, takes_input=True),
     Cmdlet(
         "Start-WebAppPool",
