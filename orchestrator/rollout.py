@@ -473,7 +473,8 @@ class Rollout:
         return None
 
     def _stopped_in_preflight(self, flows: Mapping[str, Workflow]) -> RunOutcome:
-        self._stopped_because = "stopped by a signal during preflight; nothing was touched"
+        if self._journal_lost is None:
+            self._stopped_because = "stopped by a signal during preflight; nothing was touched"
         log.warning("stopped during preflight: no node was touched")
         return "aborted_signal"
 

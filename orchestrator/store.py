@@ -219,6 +219,13 @@ class PgStore:
             "row_factory": dict_row,
             "connect_timeout": self._connect_timeout,
             "application_name": f"orchestrator@{socket.gethostname()}",
+            # A database host that vanishes without closing the connection (a partition, a power
+            # cut) must fail a call in seconds, not hang the run on a socket that never answers.
+            "keepalives": 1,
+            "keepalives_idle": 5,
+            "keepalives_interval": 2,
+            "keepalives_count": 3,
+            "tcp_user_timeout": 10_000,
         }
         if self._password is not None:
             kwargs["password"] = self._password
