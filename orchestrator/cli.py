@@ -545,7 +545,10 @@ def _follow_up(inv: Any, result: RunResult) -> list[str]:
         if holder is not None and holder[0].run_id == result.run_id and holder[1]:
             held = holder[0]
             since = f"{held.since:%Y-%m-%d %H:%M:%SZ}"
-            lines.append(f"run {result.run_id} is in progress (pid {held.pid} on {held.host}, since {since})")
+            lines.append(
+                f"run {result.run_id} is in progress (pid {held.pid} on {held.host}"
+                f"{_controllers(held.controller, None)}, since {since}{_beat(held.last_beat)})"
+            )
             return lines
         lines.append(
             f"run {result.run_id} did not finish: its process is gone. Nodes not done are listed above; "

@@ -200,6 +200,11 @@ class Rollout:
         except BaseException:
             journal.close()
             raise
+        started = utc_now()
+        recovery = self._recovery(journal, takeover)
+        self._estimate = history_estimate(journal.node_durations(inv.path))
+        sessions = {n.name: Session(make_target(n, creds[n.name])) for n in inv.nodes}
+        installed = self._install_signals()
         loop = asyncio.get_running_loop()
         heartbeat = Heartbeat(
             self._open_journal,
@@ -208,11 +213,6 @@ class Rollout:
             lambda reason: _call_soon(loop, self._lose_journal, f"lease lost: {reason}"),
         )
         heartbeat.start()
-        started = utc_now()
-        recovery = self._recovery(journal, takeover)
-        self._estimate = history_estimate(journal.node_durations(inv.path))
-        sessions = {n.name: Session(make_target(n, creds[n.name])) for n in inv.nodes}
-        installed = self._install_signals()
         try:
             journal.begin_run(
                 self.run_id,

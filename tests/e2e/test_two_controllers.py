@@ -63,6 +63,16 @@ def test_the_second_controller_is_refused_then_takes_over_a_dead_one(
         _, refused = b.communicate(timeout=120)
         assert b.returncode == ExitCode.LOCKED, refused
         assert f"run {run_a} (controller ctl-a" in refused and "last beat" in refused, refused
+        # Either controller reads the shared journal: the run is in progress, and whose it is.
+        status = subprocess.run(
+            [sys.executable, "-m", "orchestrator", "status", str(f.inventory)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env={**_env(), "ORCHESTRATOR_CONTROLLER": "ctl-b"},
+            check=False,
+        ).stdout
+        assert f"run {run_a} is in progress" in status and "controller ctl-a" in status, status
 
         # SIGKILL ctl-a the moment the next node's stop begins: no handler runs, the lease stays.
         seen = len(stops_started(events))
