@@ -4,7 +4,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 RUN    := run/demo
 
-.PHONY: venv browser lint test demo bench clean
+.PHONY: venv browser postgresql lint test demo bench clean
 
 $(STAMP): pyproject.toml simfarm/pyproject.toml
 	@# The farm puts a real HAProxy in front of the sites when the inventory's balancer is HAProxy.
@@ -30,7 +30,13 @@ browser:
 	@command -v chromium >/dev/null || apt-get install -y chromium \
 		|| (apt-get update && apt-get install -y chromium)
 
-test: lint browser
+# The journal's PostgreSQL store is tested against a private server started from Debian's binaries
+# (tests/pgserver.py); CI runs as root, so a missing package is installed here.
+postgresql:
+	@ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 || apt-get install -y postgresql \
+		|| (apt-get update && apt-get install -y postgresql)
+
+test: lint browser postgresql
 	$(VENV)/bin/pytest -q
 	cd simfarm && $(abspath $(VENV))/bin/pytest -q
 
@@ -54,6 +60,7 @@ demo: venv
 bench: venv
 	$(PY) bench/fanout.py
 	$(PY) bench/rollout.py
+	$(PY) bench/journal.py
 	$(PY) bench/lb.py
 	$(PY) bench/live_status.py
 	$(PY) bench/inputs.py

@@ -7,7 +7,7 @@ import json
 import sqlite3
 import sys
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
@@ -21,7 +21,7 @@ from orchestrator import __version__
 from orchestrator.results import ExitCode
 
 if TYPE_CHECKING:
-    from orchestrator.journal import NodeState
+    from orchestrator.journal import Journal, NodeState
     from orchestrator.plan import Plan
     from orchestrator.results import RunResult
     from orchestrator.resume import ResumeState
@@ -256,6 +256,7 @@ def _roll(
     *,
     resuming: bool = False,
 ) -> NoReturn:
+    from orchestrator.journal import JournalError
     from orchestrator.log import configure_logging
     from orchestrator.notify import Notifier
     from orchestrator.report import (
@@ -309,6 +310,9 @@ def _roll(
         _fail(str(exc), ExitCode.INVALID_INPUT)
     except Locked as exc:
         _fail(f"another run holds the lock on {inventory}: {exc}", ExitCode.LOCKED)
+    except JournalError as exc:
+        # The journal's database is unreachable, or not ours: nothing was touched.
+        _fail(str(exc), ExitCode.INTERNAL)
     finally:
         if stream is not None and "result" not in locals():
             stream.close()
@@ -370,6 +374,17 @@ def _check_options(inv: Any, log_level: str, outputs: dict[str, Path | None]) ->
         _fail(str(exc), ExitCode.INVALID_INPUT)
 
 
+def _controllers(held_by: str | None, taken_by: str | None) -> str:
+    """Which controller held a lease and which took it over, when they are named."""
+    if held_by is None:
+        return ""
+    return f", controller {held_by}" + (f", taken over by controller {taken_by}" if taken_by else "")
+
+
+def _beat(last: datetime | None) -> str:
+    return f", last beat {last:%Y-%m-%d %H:%M:%SZ}" if last is not None else ""
+
+
 def _say_recovery(result: RunResult) -> None:
     recovery = result.recovery
     if recovery is None:
@@ -377,8 +392,9 @@ def _say_recovery(result: RunResult) -> None:
     stale = recovery.lock_takeover
     if stale is not None:
         err.print(
-            f"[yellow]warning:[/] took over the lock of run {stale.run_id} (pid {stale.pid} on {stale.host}, "
-            f"since {stale.since:%Y-%m-%d %H:%M:%SZ}): its process is gone",
+            f"[yellow]warning:[/] took over the lock of run {stale.run_id} (pid {stale.pid} on {stale.host}"
+            f"{_controllers(stale.controller, stale.taken_by)}, since {stale.since:%Y-%m-%d %H:%M:%SZ}"
+            f"{_beat(stale.last_beat)}): {stale.why}",
             soft_wrap=True,
         )
     if recovery.repaired and "resumes" not in result.plan:
@@ -390,15 +406,25 @@ def _say_recovery(result: RunResult) -> None:
         )
 
 
+def _journal(inv: Any) -> Journal:
+    """The inventory's journal for reading; an unreachable database is one line, exit 1."""
+    from orchestrator.journal import Journal, JournalUnavailable
+
+    try:
+        return Journal(inv.journal, outage_seconds=inv.lease.outage)
+    except JournalUnavailable as exc:
+        _fail(str(exc), ExitCode.INTERNAL)
+
+
 def _recorded(inv: Any, run_id: str | None) -> tuple[RunResult, list[NodeState], str] | None:
     """A run of this inventory from its journal (the latest by default); None when none is recorded.
     An unknown run id, or one of another inventory, is an input error."""
-    from orchestrator.journal import Journal, JournalError
+    from orchestrator.journal import JournalError
 
     if not inv.journal.exists():
         return None
     _check_options(inv, "warning", {})
-    with Journal(inv.journal) as journal:
+    with _journal(inv) as journal:
         if run_id is None:
             last = journal.latest_run(inv.path)
             if last is None:
@@ -516,16 +542,15 @@ def _live_status(inv: Any, states: dict[str, NodeState], concurrency: int) -> No
 def _follow_up(inv: Any, result: RunResult) -> list[str]:
     """What the operator should know beyond the table: a lock taken from a dead run, the nodes
     out of rotation and why, and what is left to do (or whether the run is still going)."""
-    from orchestrator.journal import Journal
-
-    with Journal(inv.journal) as journal:
+    with _journal(inv) as journal:
         left_out = journal.nodes_out_of_rotation(result.run_id)
         not_done = [n for n in journal.unfinished_nodes(result.run_id) if n.outcome != "skipped"]
         takeovers = [t for t in journal.lock_takeovers(inv.path) if t.run_id == result.run_id]
         holder = journal.lock_holder(inv.path)
     lines = [
         f"run {result.run_id} took over the lock of run {t.stale_run_id} (pid {t.stale_pid} on "
-        f"{t.stale_host}, since {t.stale_since:%Y-%m-%d %H:%M:%SZ}): its process was gone"
+        f"{t.stale_host}{_controllers(t.stale_controller, t.controller)}, since "
+        f"{t.stale_since:%Y-%m-%d %H:%M:%SZ}{_beat(t.stale_last_beat)}): {t.why}"
         for t in takeovers
     ]
     if left_out:
@@ -535,7 +560,10 @@ def _follow_up(inv: Any, result: RunResult) -> list[str]:
         if holder is not None and holder[0].run_id == result.run_id and holder[1]:
             held = holder[0]
             since = f"{held.since:%Y-%m-%d %H:%M:%SZ}"
-            lines.append(f"run {result.run_id} is in progress (pid {held.pid} on {held.host}, since {since})")
+            lines.append(
+                f"run {result.run_id} is in progress (pid {held.pid} on {held.host}"
+                f"{_controllers(held.controller, None)}, since {since}{_beat(held.last_beat)})"
+            )
             return lines
         lines.append(
             f"run {result.run_id} did not finish: its process is gone. Nodes not done are listed above; "

@@ -33,8 +33,8 @@ def check_run_options(inv: Inventory, log_level: str, outputs: Mapping[str, Path
     """`outputs`: option name (e.g. "--report") -> the path given, or None. Raises OptionError."""
     check_log_level(log_level)
     taken: dict[Path, str] = {inv.path.resolve(): f"the inventory {inv.path}"}
-    journal = inv.journal.resolve()
-    taken[journal] = f"the journal {inv.journal}"
+    if isinstance(inv.journal, Path):
+        taken[inv.journal.resolve()] = f"the journal {inv.journal}"
     for option, path in outputs.items():
         if path is None:
             continue
@@ -83,8 +83,11 @@ def _not_creatable(path: Path) -> str | None:
 
 
 def check_journal(inv: Inventory) -> None:
-    """The inventory's journal is a journal of this orchestrator, or does not exist yet."""
+    """The inventory's journal is a journal of this orchestrator, or does not exist yet. A database
+    is checked when the run connects to it (Journal refuses a newer schema there)."""
     path = inv.journal
+    if not isinstance(path, Path):
+        return
 
     def fail(problem: str) -> OptionError:
         return OptionError(str(inv.error_at(("journal",), f"{path}: {problem}")))

@@ -210,6 +210,10 @@ class StaleLock(_Model):
     pid: int
     host: str
     since: UtcDatetime
+    controller: str | None = None  # the controller that held it
+    last_beat: UtcDatetime | None = None  # its lease's last heartbeat
+    taken_by: str | None = None  # the controller that took it over (this run's)
+    why: str = "its process is gone"
 
 
 class Recovery(_Model):

@@ -30,9 +30,10 @@ from orchestrator.health import HealthChecker
 from orchestrator.inventory import Inventory
 from orchestrator.inventory.live import check_at_run
 from orchestrator.jobs import make_job, make_target
-from orchestrator.journal import Journal, LockHeld, LockTakeover
+from orchestrator.journal import Journal, JournalError, JournalUnavailable, LockHeld, LockTakeover
 from orchestrator.lb.base import LBError, LoadBalancer
 from orchestrator.lb.registry import UnavailableDriver, build, drain_policy
+from orchestrator.lease import Heartbeat, farm_identity
 from orchestrator.lifecycle import NotStarted, Skip
 from orchestrator.log import register_secret
 from orchestrator.plan import Plan, PlanError, make_plan
@@ -138,6 +139,7 @@ class Rollout:
         self._tasks: dict[asyncio.Task[NodeResult], str] = {}
         self._sched: Scheduler | None = None
         self._stopped_because: str | None = None  # why the run ended early, for the report
+        self._journal_lost: str | None = None  # the lease or the journal's database is gone: why
         self._left_by_operator: dict[str, str] = {}  # node -> why the balancer had it out before the run
         self._balancer_healthy: dict[str, bool] = {}  # the balancer's own health check before the run
 
@@ -186,17 +188,34 @@ class Rollout:
         except SourceError as exc:
             raise InvalidInput(str(exc)) from None
 
-        journal = Journal(inv.journal)
+        journal = self._open_journal()
         try:
-            takeover = journal.acquire_lock(inv.path, self.run_id)
+            # The farm is its hosts: another inventory listing one of them is the same farm.
+            takeover = journal.acquire_lock(
+                inv.path,
+                self.run_id,
+                farm_identity(n.host for n in inv.nodes),
+                lease_seconds=inv.lease.lease,
+            )
         except LockHeld as held:
             journal.close()
             raise Locked(held) from None
+        except BaseException:
+            journal.close()
+            raise
         started = utc_now()
         recovery = self._recovery(journal, takeover)
         self._estimate = history_estimate(journal.node_durations(inv.path))
         sessions = {n.name: Session(make_target(n, creds[n.name])) for n in inv.nodes}
         installed = self._install_signals()
+        loop = asyncio.get_running_loop()
+        heartbeat = Heartbeat(
+            self._open_journal,
+            self.run_id,
+            inv.lease,
+            lambda reason: _call_soon(loop, self._lose_journal, f"lease lost: {reason}"),
+        )
+        heartbeat.start()
         try:
             journal.begin_run(
                 self.run_id,
@@ -256,9 +275,16 @@ class Rollout:
                     # and let the reports say so rather than leaving an unfinished journal.
                     log.exception("internal error: the run stopped")
                     outcome, plan = "internal_error", None
-            for flow in flows.values():
-                if flow.life.state in ("queued", "preflighted"):
-                    flow.send(NotStarted())  # the run ended before its turn; recorded as such
+            try:
+                for flow in flows.values():
+                    if flow.life.state in ("queued", "preflighted"):
+                        flow.send(NotStarted())  # the run ended before its turn; recorded as such
+            except JournalUnavailable as exc:
+                self._lose_journal(str(exc))
+            if self._journal_lost is not None and outcome == "aborted_signal" and self._stops == 0:
+                # No operator's signal stopped it: the run could no longer record what it did, or
+                # no longer knew it was alone on the farm.
+                outcome = "internal_error"
             nodes = [flows[n.name].result for n in inv.nodes]
             result = RunResult(
                 run_id=self.run_id,
@@ -275,12 +301,17 @@ class Rollout:
                 nodes=nodes,
                 recovery=recovery,
             )
-            journal.finish_run(
-                self.run_id, outcome, exit_code_for(outcome), result.ended_at, budget=result.budget
-            )
+            try:
+                journal.finish_run(
+                    self.run_id, outcome, exit_code_for(outcome), result.ended_at, budget=result.budget
+                )
+            except JournalUnavailable as exc:
+                # The report files still say how it ended; the journal shows the run incomplete,
+                # and the next run repairs from it.
+                log.error("the run's end is not in the journal", error=str(exc))
             return result
         finally:
-            loop = asyncio.get_running_loop()
+            heartbeat.stop()
             for sig in installed:
                 loop.remove_signal_handler(sig)
             closing = [asyncio.ensure_future(s.close()) for s in sessions.values()]
@@ -294,8 +325,26 @@ class Rollout:
             for closed in done:
                 closed.exception()  # a close that failed is of no consequence now; retrieved, not logged
             await self.lb.close()
-            journal.release_lock(inv.path, self.run_id)
+            try:
+                journal.release_lock(inv.path, self.run_id)
+            except JournalError as exc:
+                # The lease expires on its own once its beat stops.
+                log.error("lease not released", error=str(exc))
             journal.close()
+
+    def _open_journal(self) -> Journal:
+        inv = self.inv
+        return Journal(inv.journal, outage_seconds=inv.lease.outage, environ=self.options.environ)
+
+    def _lose_journal(self, reason: str) -> None:
+        """The journal's database is gone for longer than a write waits, or the lease is lost: start
+        no new node; nodes in flight go on to where their next record would be written."""
+        if self._journal_lost is not None:
+            return
+        self._journal_lost = reason
+        self._stopped_because = f"{reason}; no node was started after that"
+        log.error("the run stops: no new node will start", reason=reason)
+        self._stop.set()
 
     async def _execute(
         self, flows: dict[str, Workflow], health: HealthChecker, recorder: RunRecorder
@@ -417,6 +466,8 @@ class Rollout:
                 await self._wait(first, now)
                 for task in [t for t in self._tasks if t.done()]:
                     name = self._tasks.pop(task)
+                    if not task.cancelled() and isinstance(task.exception(), JournalUnavailable):
+                        self._lose_journal(str(task.exception()))
                     ok = _succeeded(task, name)
                     sched.node_finished(name, time.monotonic(), ok)
                     watch.finished(name, ok)
@@ -443,7 +494,8 @@ class Rollout:
         return None
 
     def _stopped_in_preflight(self, flows: Mapping[str, Workflow]) -> RunOutcome:
-        self._stopped_because = "stopped by a signal during preflight; nothing was touched"
+        if self._journal_lost is None:
+            self._stopped_because = "stopped by a signal during preflight; nothing was touched"
         log.warning("stopped during preflight: no node was touched")
         return "aborted_signal"
 
@@ -500,6 +552,10 @@ class Rollout:
                 pid=takeover.stale_pid,
                 host=takeover.stale_host,
                 since=takeover.stale_since,
+                controller=takeover.stale_controller,
+                last_beat=takeover.stale_last_beat,
+                taken_by=takeover.controller,
+                why=takeover.why,
             )
         )
         if stale is not None:
@@ -634,6 +690,11 @@ def _why(flow: Workflow) -> str:
     if phase is None or phase.error is None:
         return flow.job.name
     return f"{flow.job.name}: {phase.phase}: {phase.error.message}"
+
+
+def _call_soon(loop: asyncio.AbstractEventLoop, callback: Callable[[str], None], reason: str) -> None:
+    with contextlib.suppress(RuntimeError):  # the loop is closed: the run is over anyway
+        loop.call_soon_threadsafe(callback, reason)
 
 
 def _succeeded(task: asyncio.Task[NodeResult], name: str) -> bool:

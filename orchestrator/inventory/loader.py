@@ -35,6 +35,8 @@ from orchestrator.inventory.model import (
     Settings,
 )
 from orchestrator.inventory.values import DEFAULT_PORTS
+from orchestrator.lease import LeaseTimes
+from orchestrator.store import PgJournal, StoreError, is_url
 from orchestrator.yamlsource import Document, PathKey, SourceError
 
 # --- the loaded inventory -----------------------------------------------------------------------------
@@ -78,13 +80,14 @@ class Inventory:
     rollout: Rollout
     load_balancer: LoadBalancer
     """The first (or only) balancer; `load_balancers` has every instance."""
-    journal: Path
+    journal: Path | PgJournal
     warnings: tuple[str, ...]
     """Accepted but risky settings, formatted like errors (file:line:col: field: message)."""
     _document: Document = field(repr=False)
     _origins: Mapping[str, _Origins] = field(repr=False)
     notify: Notify = field(default_factory=Notify)
     journal_keep_days: float = 365
+    lease: LeaseTimes = field(default_factory=lambda: LeaseTimes())
     load_balancers: tuple[LoadBalancer, ...] = ()
     """Every balancer instance in front of the nodes, in the file's order."""
 
@@ -151,12 +154,17 @@ class _Loader:
             rollout=self.raw.rollout,
             load_balancer=self._balancers()[0],
             load_balancers=tuple(self._balancers()),
-            journal=self.beside_inventory(self.raw.journal),
+            journal=self._journal(),
             warnings=tuple(self.warnings),
             _document=self.doc,
             _origins=origins,
             notify=self.raw.notify,
             journal_keep_days=self.raw.journal_keep_days,
+            lease=LeaseTimes(
+                lease=self.raw.journal_lease_seconds,
+                heartbeat=self.raw.journal_heartbeat_seconds,
+                outage=self.raw.journal_outage_seconds,
+            ),
         )
 
     def fail(self, path: PathKey, message: str) -> SourceError:
@@ -301,6 +309,23 @@ class _Loader:
             raise self.fail((*here, "window"), "window applies to strategy: window; this rollout uses batch")
         if "seed" in given and rollout.order != "shuffle":
             self.warn((*here, "seed"), f"seed has no effect with order: {rollout.order}")
+
+    def _journal(self) -> Path | PgJournal:
+        raw = self.raw
+        if raw.journal_heartbeat_seconds * 2 > raw.journal_lease_seconds:
+            raise self.fail(
+                ("journal_heartbeat_seconds",),
+                f"a heartbeat every {raw.journal_heartbeat_seconds:g} s does not keep a "
+                f"{raw.journal_lease_seconds:g} s lease (journal_lease_seconds): beat at least twice a lease",
+            )
+        if not is_url(raw.journal) and "://" not in raw.journal:
+            if raw.journal_password_env is not None:
+                raise self.fail(("journal_password_env",), "applies to a postgresql:// journal, not a file")
+            return self.beside_inventory(raw.journal)
+        try:
+            return PgJournal(raw.journal, raw.journal_password_env)
+        except StoreError as exc:
+            raise self.fail(("journal",), str(exc)) from None
 
     def _balancers(self) -> list[LoadBalancer]:
         return list(self.raw.load_balancers) or [self.raw.load_balancer]

@@ -463,7 +463,19 @@ class InventoryFile(_Model):
     """Several balancer instances in front of the same nodes (an HA pair, two tiers): a node is out
     only when out on every one. Instead of load_balancer, not beside it."""
     journal: Text = ".orchestrator/journal.sqlite"
-    """SQLite run journal, relative to the inventory file."""
+    """The run journal: a SQLite file, relative to the inventory file, or a postgresql:// URL (no
+    password in it) shared by several controllers."""
+    journal_password_env: EnvName | None = None
+    """The environment variable holding the PostgreSQL journal's password; without it, libpq's own
+    places (PGPASSWORD, ~/.pgpass)."""
+    journal_lease_seconds: Annotated[float, Field(gt=0, le=3600)] = 30
+    """How long a run's lease on the farm outlives its last heartbeat before another run may take
+    the farm over."""
+    journal_heartbeat_seconds: Annotated[float, Field(gt=0, le=600)] = 5
+    """How often a run renews its lease; well under journal_lease_seconds."""
+    journal_outage_seconds: Annotated[float, Field(ge=0, le=3600)] = 20
+    """How long a journal write waits for an unreachable database before the run stops starting
+    nodes."""
     journal_keep_days: Annotated[float, Field(gt=0)] = 365
     """Finished runs older than this many days are pruned from the journal when a run ends; a run
     with no recorded end (in progress, or its process died) is never pruned."""

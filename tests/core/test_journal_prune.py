@@ -26,5 +26,6 @@ def test_prune_removes_old_finished_runs_whole_but_never_the_latest(tmp_path: Pa
         assert latest is not None and latest.run_id == "b"
         journal.begin_run("c", inv, "d", {}, NODES, started_at=now)
         assert journal.prune(inv, now - timedelta(days=100)) == ["b"]
-        rows = journal._conn.execute("SELECT COUNT(*) FROM node_events WHERE run_id IN ('a', 'b')").fetchone()
-        assert rows[0] == 0
+        with journal._read() as conn:
+            rows = conn.execute("SELECT COUNT(*) AS n FROM node_events WHERE run_id IN ('a', 'b')").fetchone()
+        assert rows["n"] == 0
