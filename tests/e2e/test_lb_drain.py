@@ -86,7 +86,12 @@ def test_drain_timeout_proceed_stops_the_node_anyway(farm: Any, tmp_path: Path) 
     proc = f.start_run("--events", str(events), "--report", str(report))
     try:
         wait_for_phase(events, "web-01", "stop", time.monotonic() + 60)
-        # IIS's graceful stop lets the request finish: end it now rather than at shutdownTimeLimit.
+        deadline = time.monotonic() + 30
+        while not f.node_events("web-01", "service_control"):
+            assert time.monotonic() < deadline, "no stop control reached web-01"
+            time.sleep(0.05)
+        # Stopping has begun with the request still in flight. IIS's graceful stop lets it finish:
+        # end it now rather than at shutdownTimeLimit.
         held.release()
         out, err = proc.communicate(timeout=90)
     finally:
