@@ -1,17 +1,13 @@
 """The drain waits for the requests the node itself has in flight (Get-WebRequest over the run's
 WinRM session) and for the balancer's count; each drain-timeout policy.
 
-The long request is held by the farm's site until the test releases it (`/slow?hold=KEY`,
-`/release?key=KEY`), and the farm records each Get-WebRequest with what it saw: the tests know the
-drain observed the request instead of guessing how long a run takes to reach it."""
+The long request is held by the farm's site until the test releases it (tests/e2e/held.py): the
+tests know the drain observed the request instead of guessing how long a run takes to reach it."""
 
 from __future__ import annotations
 
 import json
-import threading
 import time
-import urllib.request
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,69 +16,8 @@ from simfarm.load import servers
 
 from orchestrator.results import ExitCode
 from tests.e2e.harness import InventorySpec, wait_for_phase
+from tests.e2e.held import hold_one, wait_drain_saw
 from tests.e2e.test_lb_haproxy import haproxy_inventory
-
-
-@dataclass
-class HeldRequest:
-    """One request held by the site until released; `status` and `ended` (wall clock) afterwards."""
-
-    via: str  # ADDR:PORT the request goes through (a node's site, or the balancer's frontend)
-    node: str  # ADDR:PORT of the node's site that holds it (where the release goes)
-    key: str = "drain-test"
-    status: int | None = None
-    ended: float | None = None
-    error: str | None = None
-
-    def start(self) -> threading.Thread:
-        def run() -> None:
-            try:
-                with urllib.request.urlopen(f"http://{self.via}/slow?hold={self.key}", timeout=60) as resp:
-                    resp.read()
-                    self.status = resp.status
-            except OSError as exc:
-                self.error = repr(exc)
-            self.ended = time.time()
-
-        thread = threading.Thread(target=run, daemon=True)
-        thread.start()
-        return thread
-
-    def release(self) -> None:
-        with urllib.request.urlopen(f"http://{self.node}/release?key={self.key}", timeout=10) as resp:
-            resp.read()
-
-
-def in_flight_on(f: Any, node: str) -> int:
-    """What Get-WebRequest says on the node, through pypsrp as an operator's script would ask."""
-    from pypsrp.powershell import PowerShell, RunspacePool
-
-    with RunspacePool(f.client(node).wsman) as pool:
-        ps = PowerShell(pool)
-        ps.add_cmdlet("Get-WebRequest")
-        output = ps.invoke()
-    assert not ps.had_errors
-    assert all(o.adapted_properties["url"].startswith("/slow") for o in output)
-    return len(output)
-
-
-def hold_one(f: Any, via: str) -> tuple[HeldRequest, threading.Thread]:
-    """A request held on web-01 (the only node), confirmed in flight there."""
-    held = HeldRequest(via, f"{f.describe['nodes'][0]['address']}:8080")
-    thread = held.start()
-    deadline = time.monotonic() + 15
-    while in_flight_on(f, "web-01") < 1:
-        assert time.monotonic() < deadline, "the request never reached web-01"
-    return held, thread
-
-
-def wait_drain_saw(f: Any, since: float, deadline: float) -> None:
-    """Until the run's drain has read the node's in-flight requests and seen at least one."""
-    while time.monotonic() < deadline:
-        if any(e["ts"] > since and e["count"] >= 1 for e in f.node_events("web-01", "web_requests_read")):
-            return
-        time.sleep(0.05)
-    raise AssertionError("the drain never read the node's in-flight requests")
 
 
 def _first_stop(f: Any, node: str) -> float:
@@ -151,7 +86,12 @@ def test_drain_timeout_proceed_stops_the_node_anyway(farm: Any, tmp_path: Path) 
     proc = f.start_run("--events", str(events), "--report", str(report))
     try:
         wait_for_phase(events, "web-01", "stop", time.monotonic() + 60)
-        # IIS's graceful stop lets the request finish: end it now rather than at shutdownTimeLimit.
+        deadline = time.monotonic() + 30
+        while not f.node_events("web-01", "service_control"):
+            assert time.monotonic() < deadline, "no stop control reached web-01"
+            time.sleep(0.05)
+        # Stopping has begun with the request still in flight. IIS's graceful stop lets it finish:
+        # end it now rather than at shutdownTimeLimit.
         held.release()
         out, err = proc.communicate(timeout=90)
     finally:

@@ -1,0 +1,76 @@
+"""Requests held in flight on a node until the test releases them.
+
+The farm's site holds `/slow?hold=KEY` until `/release?key=KEY`, and logs each Get-WebRequest with
+the count it saw (`web_requests_read`): a test knows the run's drain observed the request instead
+of guessing how long a run takes to reach it.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import urllib.request
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass
+class HeldRequest:
+    """One request held by the site until released; `status` and `ended` (wall clock) afterwards."""
+
+    via: str  # ADDR:PORT the request goes through (a node's site, or the balancer's frontend)
+    node: str  # ADDR:PORT of the node's site that holds it (where the release goes)
+    key: str = "drain-test"
+    status: int | None = None
+    ended: float | None = None
+    error: str | None = None
+
+    def start(self) -> threading.Thread:
+        def run() -> None:
+            try:
+                with urllib.request.urlopen(f"http://{self.via}/slow?hold={self.key}", timeout=60) as resp:
+                    resp.read()
+                    self.status = resp.status
+            except OSError as exc:
+                self.error = repr(exc)
+            self.ended = time.time()
+
+        thread = threading.Thread(target=run, daemon=True)
+        thread.start()
+        return thread
+
+    def release(self) -> None:
+        with urllib.request.urlopen(f"http://{self.node}/release?key={self.key}", timeout=10) as resp:
+            resp.read()
+
+
+def in_flight_on(f: Any, node: str) -> int:
+    """What Get-WebRequest says on the node, through pypsrp as an operator's script would ask."""
+    from pypsrp.powershell import PowerShell, RunspacePool
+
+    with RunspacePool(f.client(node).wsman) as pool:
+        ps = PowerShell(pool)
+        ps.add_cmdlet("Get-WebRequest")
+        output = ps.invoke()
+    assert not ps.had_errors
+    assert all(o.adapted_properties["url"].startswith("/slow") for o in output)
+    return len(output)
+
+
+def hold_one(f: Any, via: str) -> tuple[HeldRequest, threading.Thread]:
+    """A request held on web-01 (the first node), through `via`, confirmed in flight there."""
+    held = HeldRequest(via, f"{f.describe['nodes'][0]['address']}:8080")
+    thread = held.start()
+    deadline = time.monotonic() + 15
+    while in_flight_on(f, "web-01") < 1:
+        assert time.monotonic() < deadline, "the request never reached web-01"
+    return held, thread
+
+
+def wait_drain_saw(f: Any, since: float, deadline: float) -> None:
+    """Until the run's drain has read the node's in-flight requests and seen at least one."""
+    while time.monotonic() < deadline:
+        if any(e["ts"] > since and e["count"] >= 1 for e in f.node_events("web-01", "web_requests_read")):
+            return
+        time.sleep(0.05)
+    raise AssertionError("the drain never read the node's in-flight requests")
