@@ -62,6 +62,9 @@ bench: venv
 	$(PY) bench/rollout.py
 	$(PY) bench/journal.py
 	$(PY) bench/lb.py
+	$(PY) bench/live_status.py
+	$(PY) bench/inputs.py
+	$(PY) bench/floor.py
 
 clean:
 	rm -rf $(VENV) run .mypy_cache .ruff_cache .pytest_cache

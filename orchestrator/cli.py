@@ -105,7 +105,9 @@ def _load(path: Path):  # type: ignore[no-untyped-def]
 @app.command(cls=_Command)
 def validate(inventory: InventoryArg) -> None:
     """Check an inventory, its rollout policy and the files it names, without contacting any node."""
+    from orchestrator.inventory.live import window_over
     from orchestrator.named_files import unreadable_files
+    from orchestrator.results import utc_now
     from orchestrator.rollout import InvalidInput, load_balancer, static_plan
 
     inv = _load(inventory)
@@ -119,6 +121,9 @@ def validate(inventory: InventoryArg) -> None:
         for problem in missing[:-1]:
             err.print(f"[bold red]error:[/] {problem}", soft_wrap=True)
         _fail(str(missing[-1]), ExitCode.INVALID_INPUT)
+    if (over := window_over(inv, utc_now())) is not None:
+        # Valid as a file, but `run` would refuse it tonight: worth saying, not failing on.
+        err.print(f"[yellow]warning:[/] {over}; run would refuse it", soft_wrap=True)
     out.print(f"{inventory}: OK ({len(inv.nodes)} nodes, {_shape(plan)})", soft_wrap=True)
 
 

@@ -33,12 +33,15 @@ def _paced() -> Callable[[], Awaitable[None]]:
     return wait
 
 
-async def take_out(lb: LoadBalancer, server: str, rotation: Callable[[Rotation], None]) -> None:
+async def take_out(
+    lb: LoadBalancer, server: str, rotation: Callable[[Rotation], None], *, drained_earlier: bool = False
+) -> None:
     """Drain the server, unless someone else already took it out (MAINT or DRAIN set by hand since
     the run began): then the node is left exactly as the operator set it, and fails untouched,
-    since putting it back later would undo the operator's decision."""
+    since putting it back later would undo the operator's decision. `drained_earlier`: a resumed
+    node whose DRAIN is the earlier run's own (drained again, harmlessly)."""
     m = await lb.state(server)
-    if m.admin in ("drain", "maint"):
+    if m.admin == "maint" or (m.admin == "drain" and not drained_earlier):
         rotation("out")
         raise PhaseFailed(
             ErrorInfo(

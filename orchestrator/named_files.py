@@ -1,5 +1,6 @@
 """Files an inventory names (CA bundles, credentials files, client certificates): each must exist
-and be readable by the account that runs the orchestrator.
+and be readable by the account that runs the orchestrator, and those holding a secret (credentials
+file, private key) by nobody else.
 
 `validate` checks them so a missing CA bundle shows up when the inventory is written, not in the
 change window; the error names the inventory line where the path was set.
@@ -8,6 +9,7 @@ change window; the error names the inventory line where the path was set.
 from __future__ import annotations
 
 import os
+import stat
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -28,13 +30,23 @@ def _named(node: NodeSpec) -> Iterator[tuple[PathKey, str]]:
             yield setting, path
 
 
-def _problem(path: Path) -> str | None:
+# Files holding a secret: a run refuses them when group or others may read them, so validate does too.
+_PRIVATE: frozenset[PathKey] = frozenset({("credentials", "file"), ("credentials", "key_file")})
+
+
+def _problem(path: Path, *, private: bool) -> str | None:
     if not path.exists():
         return f"{path} does not exist"
     if not path.is_file():
         return f"{path} is not a file"
     if not os.access(path, os.R_OK):
         return f"{path} is not readable by this account"
+    mode = stat.S_IMODE(path.stat().st_mode)
+    # On Windows the mode bits do not reflect ACLs, so they prove nothing either way.
+    if private and os.name != "nt" and mode & 0o077:
+        return (
+            f"{path} is accessible to group or others (mode {mode:04o}); restrict it with: chmod 600 {path}"
+        )
     return None
 
 
@@ -44,7 +56,7 @@ def unreadable_files(inv: Inventory) -> list[SourceError]:
     seen: set[tuple[str, object, str, str]] = set()
     for node in inv.nodes:
         for setting, name in _named(node):
-            problem = _problem(Path(name))
+            problem = _problem(Path(name), private=setting in _PRIVATE)
             if problem is None:
                 continue
             error = inv.node_error(node.name, setting, problem)

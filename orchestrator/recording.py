@@ -78,15 +78,11 @@ class RunRecorder:
         )
         log.info("node", node=node, outcome=outcome, rotation=rotation, reason=reason)
 
-    def run_started(self, inventory_path: str, nodes: list[str], plan: dict[str, Any]) -> None:
+    def run_started(self, event: RunStarted) -> None:
         """The run is in the journal; the event stream says so before any node event."""
         if self.events is not None:
-            self.events.write(
-                RunStarted(
-                    at=utc_now(), run_id=self.run_id, inventory_path=inventory_path, nodes=nodes, plan=plan
-                )
-            )
-        log.info("run started", run_id=self.run_id, nodes=len(nodes))
+            self.events.write(event)
+        log.info("run started", run_id=self.run_id, nodes=len(event.nodes))
 
     def before(self, befores: Mapping[str, Before]) -> None:
         """Written ahead of any change: what ran on each node the run is about to touch."""

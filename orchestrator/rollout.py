@@ -23,6 +23,7 @@ import structlog
 from pydantic import JsonValue
 
 from orchestrator import __version__
+from orchestrator.budget import FailureBudget
 from orchestrator.credentials import CredentialsError, resolve_credentials
 from orchestrator.fanout import bounded_map
 from orchestrator.health import HealthChecker
@@ -221,29 +222,34 @@ class Rollout:
                 planned.to_json(),
                 [(n.name, n.host, n.group) for n in inv.nodes],
             )
-            if self.options.on_start is not None:
-                self.options.on_start(
-                    RunStarted(
-                        at=started,
-                        run_id=self.run_id,
-                        inventory_path=str(inv.path.resolve()),
-                        nodes=[n.name for n in inv.nodes],
-                        plan=planned.to_json(),
-                    )
-                )
             if recovery is not None:
                 journal.record_recovery(self.run_id, recovery)
-            if self.resume is not None and self.resume.before:
+            carried = (
+                {n.name: self.resume.before[n.name] for n in inv.nodes if n.name in self.resume.before}
+                if self.resume
+                else {}
+            )
+            if carried:
                 # Carried forward at once: if this run dies or is refused before its preflight ends,
-                # the next one still finds the earliest record here.
-                journal.record_before(self.run_id, self.resume.before)
+                # the next one still finds the earliest record here. (A node since removed from the
+                # inventory is not this run's to carry.)
+                journal.record_before(self.run_id, carried)
             recorder = RunRecorder(
                 self.run_id,
                 journal,
                 self.options.recorder_events,
                 self.options.progress,
             )
-            recorder.run_started(str(inv.path.resolve()), [n.name for n in inv.nodes], planned.to_json())
+            announced = RunStarted(
+                at=started,
+                run_id=self.run_id,
+                inventory_path=str(inv.path.resolve()),
+                nodes=[n.name for n in inv.nodes],
+                plan=planned.to_json(),
+            )
+            recorder.run_started(announced)
+            if self.options.on_start is not None:
+                self.options.on_start(announced)
             policy = drain_policy(inv.load_balancers or (inv.load_balancer,))
             async with HealthChecker() as health:
                 flows = {
@@ -346,6 +352,9 @@ class Rollout:
         if oks is None:
             return self._stopped_in_preflight(flows), None
         if not all(oks):
+            refusing = [flow for flow, ok in zip(active, oks, strict=True) if not ok]
+            first = _why(refusing[0])
+            self._stopped_because = f"preflight refused {len(refusing)} node(s), so none was touched: {first}"
             return "preflight_refused", None
         for flow in active:
             earlier = self.resume.before.get(flow.job.name) if self.resume else None
@@ -420,6 +429,7 @@ class Rollout:
             limit=self.options.preflight_concurrency,
             on_change=self._wake.set,
             balancer=self._balancer_verdict,
+            floor=plan.limits.min_healthy > 0,
         )
         watcher = asyncio.create_task(watch.run(), name="health-watch")
         stop_seen = False
@@ -481,13 +491,13 @@ class Rollout:
     def _budget(self, outcome: RunOutcome) -> dict[str, JsonValue]:
         """The failure budget as the run left it, and why the run stopped where it did."""
         policy = self.inv.rollout.failure_budget
-        sched = self._sched
-        budget = sched.budget if sched is not None else None
+        # Before scheduling (a refusal, a stop in preflight) nothing was spent of the whole budget.
+        budget = self._sched.budget if self._sched is not None else FailureBudget(policy, len(self.inv.nodes))
         return {
             "policy": policy.model_dump(mode="json"),
-            "limit": budget.tolerated if budget is not None else None,
-            "spent": budget.failures if budget is not None else 0,
-            "exhausted": budget.spent if budget is not None else None,
+            "limit": budget.tolerated,
+            "spent": budget.failures,
+            "exhausted": budget.spent,
             "stopped": self._stop_reason(outcome),
         }
 
@@ -612,8 +622,10 @@ class Rollout:
         for node in inv.nodes:
             m = before.before[node.lb_name]
             self._balancer_healthy[node.name] = m.healthy is not False
-            resumed_drained = self.resume is not None and self._start_at(node.name) not in (None, "drain")
-            if m.admin in ("drain", "maint") and not resumed_drained:
+            # Resuming: a DRAIN on a node the earlier run touched is that run's own drain.
+            ours = self.resume is not None and node.name in self.resume.part_way and m.admin == "drain"
+            flows[node.name].job.drained_earlier = ours
+            if m.admin in ("drain", "maint") and not ours:
                 reason = f"left out by the operator: {m.admin.upper()} in the load balancer before the run"
                 self._left_by_operator[node.name] = reason
                 flow = flows[node.name]
@@ -659,6 +671,14 @@ def _repair(journal: Journal, inventory: Path) -> ResumeState | None:
     ):
         return repair
     return None
+
+
+def _why(flow: Workflow) -> str:
+    """A node's failure in one line: its name and the error of the phase that stopped it."""
+    phase = flow.result.failed_phase
+    if phase is None or phase.error is None:
+        return flow.job.name
+    return f"{flow.job.name}: {phase.phase}: {phase.error.message}"
 
 
 def _call_soon(loop: asyncio.AbstractEventLoop, callback: Callable[[str], None], reason: str) -> None:

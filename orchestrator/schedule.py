@@ -206,6 +206,13 @@ class Scheduler:
         return tuple(self._failed)
 
     @property
+    def canary_baking(self) -> tuple[str, ...]:
+        """The canary nodes whose health must hold now (the bake is on); feed `health_changed`."""
+        if not self._baking_canary():
+            return ()
+        return tuple(name for name in self._plan.batches[0] if name in self._succeeded)
+
+    @property
     def budget(self) -> FailureBudget:
         return self._budget
 

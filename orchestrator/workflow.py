@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol
 
-from orchestrator.actions.base import Action, ActionContext, PhaseFailed
+from orchestrator.actions.base import Action, ActionContext, PhaseFailed, read_services
 from orchestrator.drain import rejoin, take_out, wait_drained
 from orchestrator.health import HealthChecker, HealthSpec, Unhealthy
 from orchestrator.journal import Before
@@ -78,6 +78,7 @@ class NodeJob:
     call_timeout: float = 20
     poll_max: float = 1.0
     drain: DrainPolicy = field(default_factory=DrainPolicy)
+    drained_earlier: bool = False  # resumed: the balancer's DRAIN on this node is the earlier run's
 
 
 class Recorder(Protocol):
@@ -225,7 +226,7 @@ class Workflow:
         self.result.services_before = dict(self.ctx.services_before)
 
     async def _drain(self) -> None:
-        await take_out(self.lb, self.job.lb_name, self._rotation)
+        await take_out(self.lb, self.job.lb_name, self._rotation, drained_earlier=self.job.drained_earlier)
         await wait_drained(
             self.lb, self.job.lb_name, self.job.drain, self._in_flight_on_node, self._notes.append
         )
@@ -235,7 +236,7 @@ class Workflow:
 
     async def _verify(self) -> None:
         services = self.job.action.watched_services()
-        states = await cmdlets.get_services(self.session, services, timeout=self.job.call_timeout)
+        states = await read_services(self.ctx, services)
         expected = self._expected()
         not_running = sorted(
             s.name for s in states.values() if s.status != "Running" and s.name.upper() in expected
@@ -328,9 +329,7 @@ class Workflow:
         self.result.ended_at = utc_now()
         try:
             states = await asyncio.wait_for(
-                cmdlets.get_services(
-                    self.session, self.job.action.watched_services(), timeout=self.job.call_timeout
-                ),
+                read_services(self.ctx, self.job.action.watched_services()),
                 self.job.call_timeout,
             )
             self.result.services_after = {s.name: s.status for s in states.values()}

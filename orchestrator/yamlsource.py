@@ -28,7 +28,11 @@ M = TypeVar("M", bound=BaseModel)
 MAX_DEPTH = 32
 """Nesting levels a document may have; an inventory needs fewer than ten."""
 MAX_ALIAS_VALUES = 10_000
-"""Values that alias expansion may add to a document (a billion-laughs file adds billions)."""
+"""Values that alias expansion may add to a small document (a billion-laughs file adds billions)."""
+ALIAS_RATIO = 10
+"""A larger document may add this many values through aliases for each value it writes out: an
+inventory of thousands of nodes that each name a shared anchor stays well within it, while the work
+stays proportional to the file."""
 MAX_BYTES = 16 * 1024 * 1024
 """Largest file read; an inventory of thousands of nodes is well under a megabyte."""
 
@@ -103,6 +107,7 @@ class _BoundedLoader(yaml.SafeLoader):
         super().__init__(stream)
         self.file = file
         self.path: list[str | int] = []
+        self.composed = 0  # values written out (aliases not counted)
         self.alias_marks: dict[tuple[int, int | None], Position] = {}
 
     def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node | None:
@@ -111,6 +116,7 @@ class _BoundedLoader(yaml.SafeLoader):
             if (at := _mark(event.start_mark)) is not None:
                 self.alias_marks[_child_key(parent, index)] = at
             return super().compose_node(parent, index)
+        self.composed += 1
         if parent is not None:
             self.path.append(_part(index))
         try:
@@ -148,7 +154,9 @@ def _mark(mark: Any) -> Position | None:
 
 
 class _Builder:
-    def __init__(self, file: str, alias_marks: dict[tuple[int, int | None], Position]) -> None:
+    def __init__(
+        self, file: str, alias_marks: dict[tuple[int, int | None], Position], alias_limit: int
+    ) -> None:
         self.file = file
         self.positions: dict[PathKey, Position] = {}
         self._constructor = yaml.SafeLoader("")  # only used to resolve scalars to Python types
@@ -156,6 +164,7 @@ class _Builder:
         self._open: set[int] = set()  # nodes being built: meeting one again is a recursive alias
         self._alias: tuple[Position, PathKey] | None = None  # the outermost alias being expanded
         self._alias_values = 0
+        self._alias_limit = alias_limit
 
     def child(self, parent: yaml.Node, index: int | yaml.Node, node: yaml.Node, path: PathKey) -> Any:
         at = self._alias_marks.get(_child_key(parent, index))
@@ -170,13 +179,13 @@ class _Builder:
     def build(self, node: yaml.Node, path: PathKey) -> Any:
         if self._alias is not None:
             self._alias_values += 1
-            if self._alias_values > MAX_ALIAS_VALUES:
+            if self._alias_values > self._alias_limit:
                 at, where = self._alias
                 raise SourceError(
                     self.file,
                     at,
                     _fmt(where),
-                    f"aliases expand to more than {MAX_ALIAS_VALUES} values; write the values out",
+                    f"aliases expand to more than {self._alias_limit} values; write the values out",
                 )
         if id(node) in self._open:
             at, where = self._alias or (_pos(node), path)
@@ -245,7 +254,7 @@ def parse(text: str, file: str) -> Document:
         loader.dispose()
     if node is None:
         return Document(file, None, {})
-    builder = _Builder(file, loader.alias_marks)
+    builder = _Builder(file, loader.alias_marks, max(MAX_ALIAS_VALUES, ALIAS_RATIO * loader.composed))
     data = builder.build(node, ())
     return Document(file, data, builder.positions)
 

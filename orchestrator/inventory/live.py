@@ -11,18 +11,26 @@ from datetime import datetime
 from orchestrator.addresses import host_key, resolve
 from orchestrator.inventory.loader import Inventory
 from orchestrator.inventory.model import NodeSpec
+from orchestrator.yamlsource import SourceError
+
+
+def window_over(inv: Inventory, now: datetime) -> SourceError | None:
+    """The error for a change window that has already ended, or None."""
+    finish_by = inv.rollout.change_window.finish_by
+    if finish_by is None or finish_by > now:
+        return None
+    ago = int((now - finish_by).total_seconds())
+    return inv.error_at(
+        ("rollout", "change_window", "finish_by"),
+        f"the change window ended {_duration(ago)} ago ({finish_by.isoformat()}); no node would be "
+        "started: set the end of tonight's window",
+    )
 
 
 async def check_at_run(inv: Inventory, now: datetime) -> None:
     """Raises SourceError (file, line, field) for the first problem found."""
-    finish_by = inv.rollout.change_window.finish_by
-    if finish_by is not None and finish_by <= now:
-        ago = int((now - finish_by).total_seconds())
-        raise inv.error_at(
-            ("rollout", "change_window", "finish_by"),
-            f"the change window ended {_duration(ago)} ago ({finish_by.isoformat()}); no node would be "
-            "started: set the end of tonight's window",
-        )
+    if (over := window_over(inv, now)) is not None:
+        raise over
     # Resolved once, here: two names for one machine (an alias, a CNAME, localhost) are refused like
     # two spellings of one address are at load time.
     timeout = max((n.transport.connect_timeout for n in inv.nodes), default=10.0)
@@ -45,4 +53,6 @@ def _duration(seconds: int) -> str:
         return f"{seconds} s"
     if seconds < 7200:
         return f"{seconds // 60} min"
-    return f"{seconds // 3600} h"
+    if seconds < 172800:
+        return f"{seconds // 3600} h"
+    return f"{seconds // 86400} days"

@@ -49,7 +49,11 @@ def write_atomically(path: str | os.PathLike[str], text: str, *, mode: int | Non
 
 
 def budget_of(result: RunResult) -> tuple[int, int]:
-    """(node failures, failures tolerated) of a run, from its nodes and the plan it recorded."""
+    """(node failures, failures tolerated) of a run: as the run's own budget accounted them, or, for a
+    run that recorded none (stopped before scheduling), from its nodes and the plan it recorded."""
+    spent, limit = result.budget.get("spent"), result.budget.get("limit")
+    if isinstance(spent, int) and isinstance(limit, int):
+        return spent, limit
     raw = result.plan.get("failure_budget")
     policy = FailureBudgetPolicy.model_validate(raw if isinstance(raw, dict) else {})
     return result.totals.failed, FailureBudget(policy, len(result.nodes)).tolerated

@@ -98,6 +98,13 @@ def _run_info(event: RunStarted, now: float) -> _RunInfo:
     )
 
 
+def _is_terminal(stream: Any) -> bool:
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError):  # no isatty, or a closed stream
+        return False
+
+
 class _ConsoleWriter:
     """A text stream that prints whole lines through a console (above its live region)."""
 
@@ -152,7 +159,8 @@ class LiveProgress:
                 refresh_per_second=2,  # the times in the header and rows move on their own
                 transient=True,  # erased at the end: the summary follows on a clean screen
                 redirect_stdout=True,
-                redirect_stderr=True,
+                # stderr sent elsewhere (`2>run.log`) stays there; only a terminal's goes above the region.
+                redirect_stderr=_is_terminal(sys.stderr),
             )
             if enabled and self._console.is_terminal
             else None
@@ -165,7 +173,11 @@ class LiveProgress:
             # The log handler holds the stderr it was configured with, not sys.stderr as it is now.
             writer: Any = _ConsoleWriter(self._live.console)
             for handler in logging.getLogger().handlers:
-                if handler.get_name() == _LOG_HANDLER and isinstance(handler, logging.StreamHandler):
+                if (
+                    handler.get_name() == _LOG_HANDLER
+                    and isinstance(handler, logging.StreamHandler)
+                    and _is_terminal(handler.stream)
+                ):
                     try:
                         previous = handler.setStream(writer)
                     except ValueError:  # its stream was closed: nothing to route

@@ -1,4 +1,5 @@
-"""windows-fidelity §2 and §3, iisreset the cmd.exe behaviour, as an unmodified pypsrp client sees them.
+"""docs/windows-fidelity.md §2 and §3, iisreset the cmd.exe behaviour, as an unmodified pypsrp
+client sees them.
 
 Everything goes over real loopback sockets with NTLM and message encryption: ErrorRecords are
 judged after pypsrp deserialized them, service states through Get-Service, and only the order of

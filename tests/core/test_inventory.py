@@ -781,3 +781,13 @@ def test_health_tls_settings_resolve_per_node_and_turning_verification_off_warns
     assert (web2.health.tls_verify, web1.health.tls_verify) == (False, True)
     assert len(inv.warnings) == 1
     assert "nodes[1].health.tls_verify" in inv.warnings[0] and "web-02" in inv.warnings[0]
+
+
+def test_a_large_inventory_that_shares_an_anchor_on_every_node_is_accepted() -> None:
+    # 1500 nodes x 8 values through the alias: more than 10000, but in proportion to the file.
+    nodes = "nodes:\n" + "".join(
+        f"  - {{name: web-{i:04d}, host: 10.1.{i // 250}.{i % 250 + 1}, timeouts: *t}}\n" for i in range(1500)
+    )
+    timeouts = "sim: &t {preflight: 9, drain: 9, stop: 9, start: 9, verify: 9, undrain: 9, node: 99}\n"
+    inv = parse_inventory(VERSION + timeouts + DEFAULTS + nodes, "farm.yaml")
+    assert len(inv.nodes) == 1500 and inv.nodes[-1].timeouts.stop == 9

@@ -16,7 +16,7 @@ import pytest
 import orchestrator
 from orchestrator.journal import SCHEMA_VERSION, Before, Journal, JournalError, LockHeld
 from orchestrator.log import register_secret
-from orchestrator.results import ErrorInfo, ExitCode
+from orchestrator.results import ErrorInfo, ExitCode, Recovery, StaleLock
 
 T0 = datetime(2025, 3, 1, 2, 0, tzinfo=UTC)
 NODES = [("web01", "10.0.0.1", "site-a"), ("web02", "10.0.0.2", "site-a"), ("web03", "10.0.0.3", None)]
@@ -485,6 +485,21 @@ def test_the_first_record_of_what_ran_before_stands(journal: Journal, db: Path, 
     assert reopened.run_result("r1").nodes[0].services_before == truth.services
     with pytest.raises(JournalError, match="not part of run"):
         reopened.record_before("r1", {"web09": truth})
+
+
+def test_what_a_run_recovered_is_rebuilt_with_it(journal: Journal, db: Path, inventory: Path) -> None:
+    begin(journal, inventory)
+    assert journal.recovery("r1") is None and journal.run_result("r1").recovery is None
+    recovery = Recovery(
+        run_id="dead-run",
+        lock_takeover=StaleLock(run_id="dead-run", pid=4242, host="ops-01", since=at(0)),
+        repaired={"web01": "stop"},
+    )
+    journal.record_recovery("r1", recovery)
+    journal.close()
+    reopened = Journal(db)
+    assert reopened.recovery("r1") == recovery
+    assert reopened.run_result("r1").recovery == recovery
 
 
 def test_a_heartbeat_keeps_the_lease_and_says_when_it_is_lost(db: Any, inventory: Path) -> None:

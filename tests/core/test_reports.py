@@ -177,14 +177,21 @@ def test_the_schema_check_catches_a_report_that_drifted() -> None:
     assert any(problem.startswith("'exploded' not in") for problem in problems)
 
 
-def test_report_files_are_replaced_whole(tmp_path: Path) -> None:
-    path = tmp_path / "report.json"
-    path.write_text("old")
-    write_json_report(sample(), path)
-    write_junit(sample(), tmp_path / "junit.xml")
-    write_html(sample(), tmp_path / "timeline.html")
-    assert json.loads(path.read_text())["run_id"] == "run-42"
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["junit.xml", "report.json", "timeline.html"]
+@pytest.mark.parametrize(
+    ("name", "writer"),
+    [("report.json", write_json_report), ("junit.xml", write_junit), ("timeline.html", write_html)],
+)
+def test_report_files_are_replaced_whole(tmp_path: Path, name: str, writer: Any) -> None:
+    path = tmp_path / name
+    path.write_text("the previous run's report")
+    # A reader (a CI job, a browser, tail) that opened the old file while the new one is written.
+    with path.open() as reader:
+        writer(sample(), path)
+        # Written in place, the reader would see the file truncated and rewritten under it; replaced
+        # by a rename, it keeps reading the old file whole.
+        assert reader.read() == "the previous run's report"
+    assert "run-42" in path.read_text()
+    assert [p.name for p in tmp_path.iterdir()] == [name]  # no temporary file left behind
 
 
 def test_events_are_whole_lines_visible_to_a_reader_as_soon_as_written(tmp_path: Path) -> None:
@@ -397,7 +404,9 @@ def test_html_timeline_is_self_contained_and_escapes_all_text() -> None:
     # Labels readable whatever the bar's width, times for people.
     assert "\u2716 stop failed 2m00s</span>" in page
     assert "2025-03-01 02:00:00 UTC to 02:05:00 UTC (5m00s)" in page and "+00:00" not in page
-    assert "failure budget: 1 of 0 tolerated used" in page
+    assert "failure budget: 1 of 0 tolerated used" in page  # from the plan: no accounting recorded
+    accounted = sample().model_copy(update={"budget": {"limit": 2, "spent": 1, "stopped": None}})
+    assert "failure budget: 1 of 2 tolerated used" in html_timeline(accounted)
 
 
 def summary_text(result: RunResult) -> str:

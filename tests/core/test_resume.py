@@ -6,12 +6,15 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from orchestrator.journal import Before, Journal, NodeState
+from orchestrator.plan import Plan
 from orchestrator.results import ExitCode
 from orchestrator.resume import remaining_plan, repair_state, resume_point, resume_state
 from orchestrator.schedule import Done, Scheduler, Start, Wait, history_estimate
-from tests.core.test_schedule import make
+from tests.core.test_schedule import make, plans
 
 
 @pytest.mark.parametrize(
@@ -148,3 +151,47 @@ def test_a_resumed_run_decides_the_change_window_from_real_durations(tmp_path: P
         remaining_plan(plan, {"a", "b"}), finish_by=60.0, estimate=estimate, standing={"a", "b"}
     )
     assert roomy.next_actions(0.0) == [Start("c")]
+
+
+@settings(max_examples=150, deadline=None)
+@given(plan=plans(), data=st.data())
+def test_a_resumed_plan_starts_only_unfinished_nodes_and_waits_only_between_batches_with_work(
+    plan: Plan, data: st.DataObject
+) -> None:
+    finished = data.draw(st.sets(st.sampled_from(plan.nodes)), label="finished")
+    rest = remaining_plan(plan, finished)
+    assert [n for n in plan.nodes if n not in finished] == list(rest.nodes)  # order kept
+    sched = Scheduler(rest, standing=finished)
+    started: list[str] = []
+    durations: list[float] = []
+    gates = 0
+    now = 0.0
+    in_flight: dict[str, float] = {}
+    for _ in range(200):
+        actions = sched.next_actions(now)
+        if isinstance(actions[0], Done):
+            break
+        if isinstance(actions[0], Start):
+            for action in actions:
+                assert isinstance(action, Start)
+                sched.node_started(action.name, now)
+                started.append(action.name)
+                in_flight[action.name] = now
+            continue
+        (wait,) = actions
+        assert isinstance(wait, Wait)
+        if in_flight:
+            now += data.draw(st.floats(1, 50), label="time to the next finish")
+            name = next(iter(in_flight))
+            durations.append(now - in_flight.pop(name))
+            sched.node_finished(name, now, ok=True)
+            # The estimate is this run's real durations, never a zero-length pass of a finished node.
+            assert sched.estimate(rest.nodes[0]) == pytest.approx(sum(durations) / len(durations))
+        elif wait.until is not None:
+            gates += wait.reason in ("canary bake", "pause between batches")
+            now = max(now, wait.until)
+        else:
+            break  # held by the floor with nothing to run: the operator's move
+    assert not set(started) & finished
+    assert len(started) == len(set(started))
+    assert gates <= max(0, len(rest.batches) - 1)

@@ -11,9 +11,12 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import yaml
 
 # Each farm gets its own /24 on loopback so tests never share listeners.
 _blocks = itertools.count(100)
@@ -244,3 +247,69 @@ def interrupt_twice_during_stop(proc: subprocess.Popen[str], events: Path, node:
 
 # Services slow enough that a run can be caught in the middle of a node.
 SLOW = {"timings": {"default": {"stop": {"low": 0.8, "high": 0.8}, "start": {"low": 0.3, "high": 0.3}}}}
+
+
+def start_farm(
+    spec: InventorySpec | Path, workdir: Path, track: Callable[[Farm], None] | None = None
+) -> Farm:
+    """A farm for `spec` (or a copy of an inventory file) in `workdir`, started as an operator
+    would (`orchestrator sim`) and ready. `track` is told the farm before it is waited for, so a
+    farm that never becomes ready is stopped all the same."""
+    inventory = workdir / "inventory.yaml"
+    if isinstance(spec, Path):
+        inventory.write_text(spec.read_text())
+    else:
+        inventory.write_text(yaml.safe_dump(spec.render(next(_blocks), 8080), sort_keys=False))
+    describe = workdir / "farm.json"
+    # stderr to a file: a pipe nobody reads would fill up and stall the farm.
+    with open(workdir / "sim.log", "wb") as log:
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "orchestrator",
+                "sim",
+                "--inventory",
+                str(inventory),
+                "--describe",
+                str(describe),
+            ],
+            stdout=subprocess.PIPE,
+            stderr=log,
+            env=_env(),
+        )
+    f = Farm(inventory, {}, proc, workdir)
+    if track is not None:
+        track(f)
+    try:
+        _wait_ready(proc, workdir / "sim.log", deadline=time.monotonic() + 60)
+    except BaseException:
+        stop_farm(f)
+        raise
+    f.describe = json.loads(describe.read_text())
+    return f
+
+
+def stop_farm(f: Farm) -> None:
+    f.proc.terminate()
+    try:
+        f.proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        f.proc.kill()
+        f.proc.wait()
+
+
+def _wait_ready(proc: subprocess.Popen[bytes], log: Path, deadline: float) -> None:
+    assert proc.stdout is not None
+    sel = selectors.DefaultSelector()
+    sel.register(proc.stdout, selectors.EVENT_READ)
+    buf = b""
+    while time.monotonic() < deadline:
+        if sel.select(timeout=max(0.0, deadline - time.monotonic())):
+            chunk = os.read(proc.stdout.fileno(), 4096)
+            if not chunk:
+                break
+            buf += chunk
+            if b"ready\n" in buf:
+                return
+    raise AssertionError(f"farm did not become ready: {buf!r}\n{log.read_text()}")

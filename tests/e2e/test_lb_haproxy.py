@@ -89,24 +89,15 @@ def test_rolling_restart_behind_haproxy_under_load_fails_no_request(farm: Any, t
 
 
 def test_a_server_in_maint_by_hand_stays_maint_and_is_no_capacity(farm: Any, tmp_path: Path) -> None:
-    spec = InventorySpec(
-        nodes=3, rollout={"strategy": "window", "window": 1, "min_healthy": 2}, timeouts={"node": 12}
-    )
+    spec = InventorySpec(nodes=3, rollout={"strategy": "window", "window": 1, "min_healthy": 1})
     inventory, (sock,) = haproxy_inventory(tmp_path, spec)
     f = farm(inventory)
     assert runtime(sock, "set server web/web-02 state maint").strip() == ""
     run = f.run()
-    # With web-02 out by hand, 2 in-rotation nodes remain: restarting either would breach the floor,
-    # which holds until the run gives up (one node's deadline).
-    assert run.code == ExitCode.ABORTED_CAPACITY, run.stdout + run.stderr
-    assert f.node_events("web-01", "service_control") == []
-    assert servers(sock, "web")["web-02"]["status"] == "MAINT"
-
-    relaxed = yaml.safe_load(f.inventory.read_text())
-    relaxed["rollout"]["min_healthy"] = 1
-    f.inventory.write_text(yaml.safe_dump(relaxed, sort_keys=False))
-    run = f.run()
     assert run.code == ExitCode.SUCCEEDED, run.stdout + run.stderr
+    assert run.report is not None
+    # The plan counted it as no capacity (its own health URL answers 200 all along).
+    assert run.report["plan"]["unhealthy"] == ["web-02"]
     left = run.node("web-02")
     assert left["outcome"] == "skipped" and left["rotation"] == "out"
     assert "left out by the operator" in left["left_out_reason"]

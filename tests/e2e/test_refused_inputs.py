@@ -16,6 +16,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -24,7 +25,17 @@ import pytest
 import yaml
 
 from orchestrator.results import ExitCode
-from tests.e2e.harness import PASSWORD, Farm, InventorySpec, Run, _blocks, _env, wait_for_phase
+from tests.e2e.harness import (
+    PASSWORD,
+    Farm,
+    InventorySpec,
+    Run,
+    _blocks,
+    _env,
+    start_farm,
+    stop_farm,
+    wait_for_phase,
+)
 
 # Whatever reaches a node: a WinRM request, a health probe, a service or pool control, a kill.
 CONTACT = ("winrm_request", "http_request")
@@ -33,35 +44,55 @@ TOUCH = ("service_control", "service_control_failed", "apppool_control", "apppoo
 Mutation = Callable[[dict[str, Any]], None]
 
 
+@pytest.fixture(scope="module")
+def shared_farm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Farm]:
+    """One farm for every refusal: each is refused before any node is contacted, and each test
+    checks the events logged while it ran."""
+    started: list[Farm] = []
+    try:
+        yield start_farm(InventorySpec(nodes=2), tmp_path_factory.mktemp("farm"), started.append)
+    finally:
+        for f in started:
+            stop_farm(f)
+
+
+@dataclass
+class Refusal:
+    """A test's view of the shared farm: its own directory for the inventory copy, the journal and
+    outputs, and the events the farm had logged when the test began."""
+
+    farm: Farm
+    dir: Path
+    seen: int
+
+    def run(self, mutate: Mutation | None = None, *args: str, extra: str = "") -> tuple[Run, Path]:
+        """`orchestrator run` on a copy of the farm's inventory changed by `mutate`, with `extra`
+        YAML text appended; the journal goes beside the copy."""
+        data = yaml.safe_load(self.farm.inventory.read_text())
+        if mutate is not None:
+            mutate(data)
+        copy = self.dir / "inventory.yaml"
+        copy.write_text(yaml.safe_dump(data, sort_keys=False) + extra)
+        return self.farm.run(*args, inventory=copy, timeout=60), copy
+
+    def assert_refused(self, run: Run, where: str, message: str) -> None:
+        assert run.code == ExitCode.INVALID_INPUT, run.stdout + run.stderr
+        assert "Traceback" not in run.stderr, run.stderr
+        assert re.search(where, run.stderr), run.stderr
+        assert message in run.stderr, run.stderr
+        assert run.report is None  # refused before a run existed
+        logged = self.farm.events()[self.seen :]
+        assert [e for e in logged if e["kind"] in CONTACT + TOUCH] == []
+
+
 @pytest.fixture
-def two_nodes(farm: Any) -> Farm:
-    farm_: Farm = farm(InventorySpec(nodes=2))
-    return farm_
+def two_nodes(shared_farm: Farm, tmp_path: Path) -> Refusal:
+    return Refusal(shared_farm, tmp_path, len(shared_farm.events()))
 
 
 def block_of(f: Farm) -> int:
     data = yaml.safe_load(f.inventory.read_text())
     return int(data["nodes"][0]["host"].split(".")[2])
-
-
-def run_with(f: Farm, mutate: Mutation | None = None, *args: str, extra: str = "") -> tuple[Run, Path]:
-    """`orchestrator run` on a copy of the farm's inventory changed by `mutate`, with `extra` YAML
-    text appended."""
-    data = yaml.safe_load(f.inventory.read_text())
-    if mutate is not None:
-        mutate(data)
-    bad = f.inventory.with_name("bad.yaml")
-    bad.write_text(yaml.safe_dump(data, sort_keys=False) + extra)
-    return f.run(*args, inventory=bad, timeout=60), bad
-
-
-def assert_refused(run: Run, f: Farm, where: str, message: str) -> None:
-    assert run.code == ExitCode.INVALID_INPUT, run.stdout + run.stderr
-    assert "Traceback" not in run.stderr, run.stderr
-    assert re.search(where, run.stderr), run.stderr
-    assert message in run.stderr, run.stderr
-    assert run.report is None  # refused before a run existed
-    assert [e for e in f.events() if e["kind"] in CONTACT + TOUCH] == []
 
 
 def located(file: Path, field: str) -> str:
@@ -91,11 +122,11 @@ def billion_laughs() -> str:
         ),
     ],
 )
-def test_hostile_yaml_is_refused_at_once(two_nodes: Farm, extra: str, field: str, message: str) -> None:
+def test_hostile_yaml_is_refused_at_once(two_nodes: Refusal, extra: str, field: str, message: str) -> None:
     # The subprocess deadline is far beyond a bounded answer and far below an unbounded one (minutes
     # and gigabytes for the bomb, a RecursionError traceback for the others).
-    run, bad = run_with(two_nodes, extra=extra)
-    assert_refused(run, two_nodes, located(bad, field), message)
+    run, bad = two_nodes.run(extra=extra)
+    two_nodes.assert_refused(run, located(bad, field), message)
 
 
 # --- values the inventory model refuses ---------------------------------------------------------------
@@ -169,10 +200,10 @@ def _action(action: dict[str, Any]) -> Mutation:
     ],
 )
 def test_values_windows_or_the_farm_would_misread_are_refused(
-    two_nodes: Farm, mutate: Mutation, field: str, message: str
+    two_nodes: Refusal, mutate: Mutation, field: str, message: str
 ) -> None:
-    run, bad = run_with(two_nodes, mutate)
-    assert_refused(run, two_nodes, located(bad, field), message)
+    run, bad = two_nodes.run(mutate)
+    two_nodes.assert_refused(run, located(bad, field), message)
 
 
 @pytest.mark.parametrize(
@@ -183,42 +214,39 @@ def test_values_windows_or_the_farm_would_misread_are_refused(
         pytest.param(lambda b: f"::ffff:127.0.{b}.1", id="ipv4-mapped"),
     ],
 )
-def test_one_machine_in_another_spelling_is_refused(two_nodes: Farm, spelling: Callable[[int], str]) -> None:
-    host = spelling(block_of(two_nodes))
-    run, bad = run_with(two_nodes, _set("nodes", 1, "host", value=host))
-    assert_refused(run, two_nodes, located(bad, "nodes[1].host"), "one machine would be restarted twice")
+def test_one_machine_in_another_spelling_is_refused(
+    two_nodes: Refusal, spelling: Callable[[int], str]
+) -> None:
+    host = spelling(block_of(two_nodes.farm))
+    run, bad = two_nodes.run(_set("nodes", 1, "host", value=host))
+    two_nodes.assert_refused(run, located(bad, "nodes[1].host"), "one machine would be restarted twice")
     assert "is also node 'web-01'" in run.stderr
 
 
-def test_two_names_for_one_address_are_refused_when_the_run_resolves_them(two_nodes: Farm) -> None:
+def test_two_names_for_one_address_are_refused_when_the_run_resolves_them(two_nodes: Refusal) -> None:
     def add_local(data: dict[str, Any]) -> None:
         data["nodes"] += [{"name": "local-a", "host": "127.0.0.1"}, {"name": "local-b", "host": "localhost"}]
 
-    run, bad = run_with(two_nodes, add_local)
-    assert_refused(
-        run,
-        two_nodes,
-        located(bad, "nodes[3].host"),
-        "localhost resolves to 127.0.0.1, as does node 'local-a'",
-    )
+    run, bad = two_nodes.run(add_local)
+    message = "localhost resolves to 127.0.0.1, as does node 'local-a'"
+    two_nodes.assert_refused(run, located(bad, "nodes[3].host"), message)
 
 
-def test_a_change_window_already_over_is_refused_with_the_reason(two_nodes: Farm) -> None:
+def test_a_change_window_already_over_is_refused_with_the_reason(two_nodes: Refusal) -> None:
     ended = (datetime.now(UTC) - timedelta(hours=3)).isoformat()
-    run, bad = run_with(two_nodes, _set("rollout", "change_window", value={"finish_by": ended}))
-    assert_refused(
-        run, two_nodes, located(bad, "rollout.change_window.finish_by"), "the change window ended 3 h ago"
-    )
+    run, bad = two_nodes.run(_set("rollout", "change_window", value={"finish_by": ended}))
+    field = "rollout.change_window.finish_by"
+    two_nodes.assert_refused(run, located(bad, field), "the change window ended 3 h ago")
 
 
 # --- options and local files --------------------------------------------------------------------------
 
 
-def test_a_journal_that_is_not_a_database_is_refused_and_left_alone(two_nodes: Farm) -> None:
-    journal = two_nodes.inventory.with_name("journal.sqlite")
+def test_a_journal_that_is_not_a_database_is_refused_and_left_alone(two_nodes: Refusal) -> None:
+    journal = two_nodes.dir / "journal.sqlite"
     journal.write_text("rotation notes, not a database\n")
-    run = two_nodes.run(timeout=60)
-    assert_refused(run, two_nodes, located(two_nodes.inventory, "journal"), "not an SQLite database")
+    run, copy = two_nodes.run()
+    two_nodes.assert_refused(run, located(copy, "journal"), "not an SQLite database")
     assert journal.read_text() == "rotation notes, not a database\n"
 
 
@@ -252,11 +280,11 @@ def _under_a_file(tmp: Path) -> list[str]:
     ],
 )
 def test_unusable_options_are_refused_before_any_node_is_contacted(
-    two_nodes: Farm, options: OutputCase, message: str
+    two_nodes: Refusal, options: OutputCase, message: str
 ) -> None:
-    run = two_nodes.run(*options(two_nodes.workdir), timeout=60)
-    assert_refused(run, two_nodes, re.escape(message), message)
-    assert not two_nodes.inventory.with_name("journal.sqlite").exists()  # no run was even recorded
+    run, _ = two_nodes.run(None, *options(two_nodes.dir))
+    two_nodes.assert_refused(run, re.escape(message), message)
+    assert not (two_nodes.dir / "journal.sqlite").exists()  # no run was even recorded
 
 
 # --- checks that need the nodes -----------------------------------------------------------------------
@@ -269,6 +297,7 @@ def test_a_health_check_failing_on_every_node_refuses_the_run(farm: Any) -> None
     assert "Traceback" not in run.stderr
     assert run.report is not None
     assert [n["outcome"] for n in run.report["nodes"]] == ["not_started"] * 3
+    assert (run.report["budget"]["limit"], run.report["budget"]["spent"]) == (1, 0)  # nothing spent
     stopped = run.report["budget"]["stopped"]
     assert "the health check failed on every node" in stopped and "status 404" in stopped
     assert "stopped: the health check failed on every node" in run.stdout
