@@ -46,7 +46,7 @@ from orchestrator.results import (
     exit_code_for,
     utc_now,
 )
-from orchestrator.store import PgJournal, Row, Store, Tx, Unavailable, open_store
+from orchestrator.store import PgJournal, Row, Store, StoreError, Tx, Unavailable, open_store
 
 # Each entry upgrades the schema by one version (PRAGMA user_version in SQLite, the schema_version
 # table in PostgreSQL); never edit a shipped entry. `{serial}` is each engine's auto-increment key.
@@ -354,13 +354,16 @@ class Journal:
         self._down = False
         try:
             self._store: Store = open_store(target, environ)
-        except Unavailable as exc:
-            raise JournalUnavailable(f"the journal {target} is unreachable: {exc}") from None
+        except StoreError as exc:
+            raise JournalError(f"the journal {target}: {exc}") from None
         self.where = self._store.where
         self.kind = self._store.kind
         self.path = Path(self.where) if self.kind == "sqlite" else None
         try:
             self._migrate()
+        except StoreError as exc:
+            self._store.close()
+            raise JournalError(f"the journal {self.where} refused the connection: {exc}") from None
         except BaseException:
             self._store.close()
             raise

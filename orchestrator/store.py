@@ -207,8 +207,9 @@ class PgStore:
             register_secret(self._password)
         self._connect_timeout = connect_timeout
         self._lock = threading.Lock()
+        # Connected by the first transaction, inside the journal's retries: a database that is
+        # briefly away when a run starts is waited for, as it is mid-run.
         self._conn: Any = None
-        self._connect()
 
     def _connect(self) -> None:
         import psycopg
@@ -232,7 +233,10 @@ class PgStore:
         try:
             self._conn = psycopg.connect(self.target.url, **kwargs)
         except psycopg.OperationalError as exc:
-            raise Unavailable(_scrub(str(exc), self._password)) from None
+            message = _scrub(str(exc), self._password)
+            if _refused(str(exc)):
+                raise StoreError(message) from None
+            raise Unavailable(message) from None
 
     def reconnect(self) -> None:
         with self._lock:
@@ -240,7 +244,6 @@ class PgStore:
                 with contextlib.suppress(Exception):
                     self._conn.close()
                 self._conn = None
-            self._connect()
 
     @contextmanager
     def _transaction(self) -> Iterator[Tx]:
@@ -315,6 +318,18 @@ class _PgTx:
 def _pg_sql(sql: str) -> str:
     # The journal's statements hold no literal '?' or '%': placeholders translate one for one.
     return sql.replace("%", "%%").replace("?", "%s")
+
+
+# The server answered and said no for good: waiting will not change a wrong password, an unknown
+# role or database, or a pg_hba.conf rule. Anything else (refused, unreachable, starting up, shutting
+# down, too many clients) may pass. libpq gives no SQLSTATE for a failed connection, only its text.
+_PASSING = ("starting up", "shutting down", "too many", "recovery mode", "terminating connection")
+
+
+def _refused(message: str) -> bool:
+    if "fe_sendauth" in message:  # libpq had no password to send
+        return True
+    return "FATAL:" in message and not any(text in message for text in _PASSING)
 
 
 def _scrub(message: str, password: str | None) -> str:
