@@ -31,6 +31,20 @@ class ResumeState:
     def pending(self) -> list[str]:
         return [name for name, phase in self.start_at.items() if phase is not None]
 
+    def drain_is_ours(self, name: str) -> bool:
+        """Whether a DRAIN the balancer shows on `name` now is the interrupted run's own (to be
+        restored to ready once the node is finished) rather than an operator's (to be left alone).
+
+        The earliest write-ahead record decides, not the node's progress alone: in rotation before
+        the first run, so the drain came from the run that got to the node; drained or in maintenance
+        before it, so the operator's, whatever the runs did since. A node no run got to (never past
+        preflight) was drained by someone else after the crash. Without a balancer reading in the
+        record (unknown: unreachable at the time) the run's progress is all there is to go on."""
+        if name not in self.part_way:
+            return False
+        earliest = self.before.get(name)
+        return earliest is None or earliest.rotation != "out"
+
 
 def resume_point(
     outcome: NodeOutcome | None, last_phase: Phase | None, last_status: PhaseStatus | None
