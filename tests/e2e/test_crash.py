@@ -121,7 +121,10 @@ def kill_at(
                 break
             time.sleep(0.005)
         awaited = "the state awaited after " if matched else ""
-        raise AssertionError(f"the run never reached {awaited}{match} (exit {proc.poll()})")
+        if proc.poll() is None:
+            proc.kill()
+        _, stderr = proc.communicate(timeout=30)
+        raise AssertionError(f"the run never reached {awaited}{match} (exit {proc.returncode}): {stderr}")
     finally:
         if proc.poll() is None:
             proc.kill()
