@@ -46,6 +46,9 @@ class Point:
     # Then, how HAProxy's status for the node must begin before the kill ("DOWN 1/2": checks rising).
     balancer: str | None = None
     hold: bool = False  # a request in flight on the node holds its drain open
+    # After `ready`, how long the run watches the server stay UP: a window between HAProxy's UP
+    # and the node's done (only where a point needs it: every run pays it).
+    watch: float = 0.0
 
     @property
     def id(self) -> str:
@@ -67,7 +70,7 @@ POINTS = [
     Point("resume", _phase("web-01", "undrain", "started"), balancer="DOWN"),
     Point("run", _phase("web-02", "undrain", "started"), balancer="DOWN"),
     # After `state ready`, while the run watches the server stay UP before calling the node done.
-    Point("resume", _phase("web-03", "undrain", "started"), balancer="UP"),
+    Point("resume", _phase("web-03", "undrain", "started"), balancer="UP", watch=0.6),
     Point("run", {"event": "node_finished", "node": "web-01"}),
 ]
 
@@ -82,8 +85,7 @@ SPEC = InventorySpec(
 @pytest.fixture(scope="module")
 def lb_farm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Farm, str]]:
     workdir = tmp_path_factory.mktemp("crash-lb-farm")
-    # A short watch after `ready` opens a window between HAProxy's UP and the node's done.
-    inventory, (sock,) = haproxy_inventory(workdir, SPEC, lb={"watch_seconds": 0.6})
+    inventory, (sock,) = haproxy_inventory(workdir, SPEC)
     f = start_farm(inventory, workdir)
     try:
         assert runtime(sock, f"set server web/{HELD} state maint").strip() == ""
@@ -113,8 +115,10 @@ SETTLED = {**dict.fromkeys(RESTARTED, "UP"), HELD: "MAINT"}
 def test_a_kill_behind_haproxy_is_recovered(lb_farm: tuple[Farm, str], tmp_path: Path, point: Point) -> None:
     shared, sock = lb_farm
     inventory = tmp_path / "inventory.yaml"
-    inventory.write_text(shared.inventory.read_text())
-    assert yaml.safe_load(inventory.read_text())["load_balancer"]["driver"] == "haproxy"
+    data = yaml.safe_load(shared.inventory.read_text())
+    assert data["load_balancer"]["driver"] == "haproxy"
+    data["load_balancer"]["watch_seconds"] = point.watch
+    inventory.write_text(yaml.safe_dump(data, sort_keys=False))
     f = dataclasses.replace(shared, inventory=inventory, workdir=tmp_path)
     # Each point leaves HAProxy as it found it; the checks may still be confirming the last one.
     _wait_statuses(sock, SETTLED, time.monotonic() + 30)
