@@ -49,6 +49,7 @@ class Point:
     # After `ready`, how long the run watches the server stay UP: a window between HAProxy's UP
     # and the node's done (only where a point needs it: every run pays it).
     watch: float = 0.0
+    window: int = 3  # nodes in flight at once
 
     @property
     def id(self) -> str:
@@ -70,14 +71,15 @@ POINTS = [
     Point("resume", _phase("web-01", "undrain", "started"), balancer="DOWN"),
     Point("run", _phase("web-02", "undrain", "started"), balancer="DOWN"),
     # After `state ready`, while the run watches the server stay UP before calling the node done.
-    Point("resume", _phase("web-03", "undrain", "started"), balancer="UP", watch=0.6),
-    Point("run", {"event": "node_finished", "node": "web-01"}),
+    Point("resume", _phase("web-03", "undrain", "started"), balancer="UP", watch=1.0),
+    # One node at a time, so that the others are still to come when the first is done.
+    Point("run", {"event": "node_finished", "node": "web-01"}, window=1),
 ]
 
 FAST = {"stop": {"low": 0.02, "high": 0.06}, "start": {"low": 0.02, "high": 0.06}}
 SPEC = InventorySpec(
     nodes=4,
-    rollout={"strategy": "window", "window": len(RESTARTED)},
+    rollout={"strategy": "window"},
     sim={"timings": {"default": FAST}},
 )
 
@@ -118,6 +120,7 @@ def test_a_kill_behind_haproxy_is_recovered(lb_farm: tuple[Farm, str], tmp_path:
     data = yaml.safe_load(shared.inventory.read_text())
     assert data["load_balancer"]["driver"] == "haproxy"
     data["load_balancer"]["watch_seconds"] = point.watch
+    data["rollout"]["window"] = point.window
     inventory.write_text(yaml.safe_dump(data, sort_keys=False))
     f = dataclasses.replace(shared, inventory=inventory, workdir=tmp_path)
     # Each point leaves HAProxy as it found it; the checks may still be confirming the last one.
