@@ -2,11 +2,12 @@
 (the wait for fresh checks), during the watch after `ready`, and around them; then `resume` or the
 plain `run` cron would start.
 
-After each, every restarted server is back UP in HAProxy's own eyes, the server an operator put in
-MAINT before the first run is still MAINT and its node untouched, every node has the services it had
-before the first run and is healthy, and the farm's event log shows no restart its state did not
-require. The drain the killed run left is its own (the write-ahead record says the server was in
-rotation before the first run), so it is undone; the operator's MAINT is not.
+After each, every restarted server is back UP in HAProxy's own eyes, the servers an operator put in
+MAINT or DRAIN before the first run are still so and their nodes untouched, every node has the
+services it had before the first run and is healthy, and the farm's event log shows no restart its
+state did not require. The drain the killed run left is its own (the write-ahead record says the
+server was in rotation before the first run), so it is undone; the operator's MAINT and DRAIN are
+not.
 
 One farm and one HAProxy serve every point (each leaves them as it found them); each point has its
 own inventory copy and so its own journal.
@@ -33,7 +34,8 @@ from tests.e2e.test_lb_drain import SlowRequest, wait_in_flight
 from tests.e2e.test_lb_haproxy import haproxy_inventory
 
 RESTARTED = ("web-01", "web-02", "web-03")
-HELD = "web-04"  # in MAINT by the operator before the first run
+# Taken out by the operator before the first run: what HAProxy shows for each.
+HELD = {"web-04": "MAINT", "web-05": "DRAIN"}
 # The drain held this long by a request in flight on the node: long enough to outlast the run's
 # preflight on a busy machine, so the kill always lands while the drain waits.
 HOLD = 5
@@ -78,7 +80,7 @@ POINTS = [
 
 FAST = {"stop": {"low": 0.02, "high": 0.06}, "start": {"low": 0.02, "high": 0.06}}
 SPEC = InventorySpec(
-    nodes=4,
+    nodes=5,
     rollout={"strategy": "window"},
     sim={"timings": {"default": FAST}},
 )
@@ -90,7 +92,8 @@ def lb_farm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Farm, st
     inventory, (sock,) = haproxy_inventory(workdir, SPEC)
     f = start_farm(inventory, workdir)
     try:
-        assert runtime(sock, f"set server web/{HELD} state maint").strip() == ""
+        for node, status in HELD.items():
+            assert runtime(sock, f"set server web/{node} state {status.lower()}").strip() == ""
         yield f, sock
     finally:
         stop_farm(f)
@@ -110,7 +113,7 @@ def _node_is(sock: str, node: str, status: str) -> Callable[[], bool]:
     return lambda: _statuses(sock)[node].startswith(status)
 
 
-SETTLED = {**dict.fromkeys(RESTARTED, "UP"), HELD: "MAINT"}
+SETTLED = {**dict.fromkeys(RESTARTED, "UP"), **HELD}
 
 
 @pytest.mark.parametrize("point", POINTS, ids=[p.id for p in POINTS])
@@ -153,7 +156,8 @@ def test_a_kill_behind_haproxy_is_recovered(lb_farm: tuple[Farm, str], tmp_path:
         assert node is not None
         assert (dead_states[node].last_phase, dead_states[node].last_status) == ("drain", "started")
         assert _statuses(sock)[node] == "DRAIN"
-    assert dead_states[HELD].last_phase in (None, "preflight")  # the operator's server: never touched
+    for name in HELD:  # the operator's servers: never touched
+        assert dead_states[name].last_phase in (None, "preflight"), dead_states[name]
     finished = {name for name, s in dead_states.items() if s.outcome == "done"}
 
     after = f.run(command=point.command)
@@ -163,14 +167,15 @@ def test_a_kill_behind_haproxy_is_recovered(lb_farm: tuple[Farm, str], tmp_path:
         thread.join(30)
         assert request.status == 200, request.error  # the request the drain waited for was served
 
-    # HAProxy: every server the runs restarted is UP again; the operator's MAINT is still there.
+    # HAProxy: every server the runs restarted is UP again; the operator's MAINT and DRAIN are still there.
     assert _statuses(sock) == SETTLED
     for name in RESTARTED:
         assert f.services(name, *WATCHED) == dict.fromkeys(WATCHED, "Running"), name
         assert healthy(f, name), name
     if after.report is not None:
-        held = after.node(HELD)
-        assert (held["outcome"], held["rotation"]) == ("skipped", "out"), held
+        for name in HELD:
+            held = after.node(name)
+            assert (held["outcome"], held["rotation"]) == ("skipped", "out"), held
         assert all(after.node(n)["rotation"] == "in" for n in RESTARTED)
         assert after.report["recovery"]["lock_takeover"]["run_id"] == dead.run_id
     else:
@@ -180,7 +185,7 @@ def test_a_kill_behind_haproxy_is_recovered(lb_farm: tuple[Farm, str], tmp_path:
 
     # The farm's event log: the held node never touched, no other restarted more than required.
     events = [e for e in shared.events() if e["ts"] >= since]
-    assert [e for e in events if e["node"] == HELD and e["kind"] == "service_control"] == []
+    assert [e for e in events if e["node"] in HELD and e["kind"] == "service_control"] == []
     stops = Counter(
         e["node"]
         for e in events
