@@ -187,6 +187,7 @@ class NodeState:
     reason: str | None
     services: dict[str, str]  # the latest snapshot
     before: Before | None = None  # None: never recorded (the node was never about to be touched)
+    last_error_kind: str | None = None  # the error kind of the latest phase event, if it failed
 
 
 def inventory_key(inventory_path: str | os.PathLike[str]) -> str:
@@ -580,6 +581,13 @@ class Journal:
             rows = conn.execute(
                 "SELECT * FROM node_state WHERE run_id = ? ORDER BY position", (run_id,)
             ).fetchall()
+            last_errors = dict(
+                conn.execute(
+                    """SELECT node, error_json FROM node_events WHERE id IN (
+                           SELECT MAX(id) FROM node_events WHERE run_id = ? GROUP BY node)""",
+                    (run_id,),
+                ).fetchall()
+            )
         return [
             NodeState(
                 name=row["node"],
@@ -592,6 +600,7 @@ class Journal:
                 reason=row["reason"],
                 services=json.loads(row["services_after_json"] or "{}"),
                 before=_before(row),
+                last_error_kind=_error_kind(last_errors.get(row["node"])),
             )
             for row in rows
         ]
@@ -706,6 +715,13 @@ class Journal:
             )
             for row in rows
         ]
+
+
+def _error_kind(error_json: str | None) -> str | None:
+    if error_json is None:
+        return None
+    kind = json.loads(error_json).get("kind")
+    return kind if isinstance(kind, str) else None
 
 
 def _before(row: sqlite3.Row) -> Before | None:

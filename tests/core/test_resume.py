@@ -118,6 +118,21 @@ def test_whose_drain_rests_on_the_earliest_record(rotation: str | None, ours: bo
         assert state.drain_is_ours("web-04") is False
 
 
+def test_a_drain_the_operator_took_over_mid_run_is_not_the_runs() -> None:
+    # The operator drained web-02 after the run began: its drain phase was refused, nothing on it
+    # changed, though the record written ahead says it was in rotation before the run.
+    refused = dataclasses.replace(
+        DEAD_RUN[1], last_phase="drain", last_status="failed", last_error_kind="refused"
+    )
+    timed_out = dataclasses.replace(refused, last_error_kind="timed_out")  # the run's own drain, held
+    for make_state in (resume_state, repair_state):
+        state = make_state("dead", [refused, *DEAD_RUN[2:]])
+        assert state.start_at["web-02"] == "drain" and "web-02" not in state.part_way
+        assert not state.drain_is_ours("web-02")
+        state = make_state("dead", [timed_out, *DEAD_RUN[2:]])
+        assert state.part_way == {"web-02": "drain"} and state.drain_is_ours("web-02")
+
+
 def test_a_drain_carried_through_a_refused_repair_is_still_the_first_runs() -> None:
     refused = [_state(s.name, None, "preflight", "ok") for s in DEAD_RUN]
     assert repair_state("refused", refused, carried={"web-02": "stop"}).drain_is_ours("web-02")

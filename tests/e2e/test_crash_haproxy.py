@@ -21,6 +21,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -28,7 +29,7 @@ from simfarm.load import runtime, servers
 
 from orchestrator.journal import Journal
 from orchestrator.results import ExitCode
-from tests.e2e.harness import Farm, InventorySpec, start_farm, stop_farm
+from tests.e2e.harness import Farm, InventorySpec, start_farm, stop_farm, wait_for_event, wait_for_phase
 from tests.e2e.test_crash import WATCHED, healthy, kill_at
 from tests.e2e.test_lb_drain import SlowRequest, wait_in_flight
 from tests.e2e.test_lb_haproxy import haproxy_inventory
@@ -196,3 +197,40 @@ def test_a_kill_behind_haproxy_is_recovered(lb_farm: tuple[Farm, str], tmp_path:
         point,
         finished,
     )
+
+
+@pytest.mark.parametrize("command", ["resume", "run"])
+def test_a_server_taken_out_by_hand_mid_run_stays_out_after_a_crash(
+    farm: Any, tmp_path: Path, command: str
+) -> None:
+    """The operator drains web-02 while the run restarts web-01: its drain is refused, nothing on it
+    changes. The run is killed later; what runs next must not take that DRAIN for the dead run's
+    own (the record written ahead says web-02 was in rotation before the run, yet no run drained it)."""
+    spec = InventorySpec(nodes=3, sim={"timings": {"default": FAST}})
+    f = farm(haproxy_inventory(tmp_path, spec)[0])
+    sock = f.describe["load_balancer"]["socket"]
+    events = tmp_path / "events.jsonl"
+    proc = f.start_run("--events", str(events))
+    try:
+        wait_for_phase(events, "web-01", "drain", time.monotonic() + 30)
+        assert runtime(sock, "set server web/web-02 state drain").strip() == ""
+        wait_for_event(events, time.monotonic() + 30, event="phase", node="web-03", phase="stop")
+    finally:
+        proc.kill()
+        proc.communicate(timeout=30)
+    with Journal(tmp_path / "journal.sqlite") as journal:
+        dead = journal.latest_run(f.inventory)
+        assert dead is not None and dead.outcome == "incomplete"
+        web02 = next(s for s in journal.node_states(dead.run_id) if s.name == "web-02")
+    assert (web02.last_phase, web02.last_status, web02.last_error_kind) == ("drain", "failed", "refused")
+    assert web02.before is not None and web02.before.rotation == "in"
+
+    after = f.run(command=command)
+    assert after.code == ExitCode.SUCCEEDED, after.stdout + after.stderr
+    assert _statuses(sock) == {"web-01": "UP", "web-02": "DRAIN", "web-03": "UP"}
+    left = after.node("web-02")
+    assert (left["outcome"], left["rotation"]) == ("skipped", "out"), left
+    assert "left out by the operator" in left["left_out_reason"]
+    assert after.report is not None and "web-02" not in after.report["recovery"]["repaired"]
+    assert f.node_events("web-02", "service_control") == []  # never touched, by either run
+    assert f.services("web-03", *WATCHED) == dict.fromkeys(WATCHED, "Running")
