@@ -30,7 +30,7 @@ from simfarm.load import runtime, servers
 from orchestrator.journal import Journal
 from orchestrator.results import ExitCode
 from tests.e2e.harness import Farm, InventorySpec, start_farm, stop_farm, wait_for_event, wait_for_phase
-from tests.e2e.test_crash import WATCHED, healthy, kill_at
+from tests.e2e.test_crash import WATCHED, farm_truth, kill_at
 from tests.e2e.test_lb_drain import SlowRequest, wait_in_flight
 from tests.e2e.test_lb_haproxy import haproxy_inventory
 
@@ -170,9 +170,7 @@ def test_a_kill_behind_haproxy_is_recovered(lb_farm: tuple[Farm, str], tmp_path:
 
     # HAProxy: every server the runs restarted is UP again; the operator's MAINT and DRAIN are still there.
     assert _statuses(sock) == SETTLED
-    for name in RESTARTED:
-        assert f.services(name, *WATCHED) == dict.fromkeys(WATCHED, "Running"), name
-        assert healthy(f, name), name
+    assert farm_truth(f, RESTARTED) == {n: (dict.fromkeys(WATCHED, "Running"), True) for n in RESTARTED}
     if after.report is not None:
         for name in HELD:
             held = after.node(name)
