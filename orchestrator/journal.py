@@ -238,6 +238,7 @@ class NodeState:
     reason: str | None
     services: dict[str, str]  # the latest snapshot
     before: Before | None = None  # None: never recorded (the node was never about to be touched)
+    last_error_kind: str | None = None  # the error kind of the latest phase event, if it failed
 
 
 def inventory_key(inventory_path: str | os.PathLike[str]) -> str:
@@ -688,6 +689,15 @@ class Journal:
             rows = conn.execute(
                 "SELECT * FROM node_state WHERE run_id = ? ORDER BY position", (run_id,)
             ).fetchall()
+            # By column name: rows are mappings in both stores, not pairs.
+            last_errors = {
+                row["node"]: row["error_json"]
+                for row in conn.execute(
+                    """SELECT node, error_json FROM node_events WHERE id IN (
+                           SELECT MAX(id) FROM node_events WHERE run_id = ? GROUP BY node)""",
+                    (run_id,),
+                ).fetchall()
+            }
         return [
             NodeState(
                 name=row["node"],
@@ -700,6 +710,7 @@ class Journal:
                 reason=row["reason"],
                 services=json.loads(row["services_after_json"] or "{}"),
                 before=_before(row),
+                last_error_kind=_error_kind(last_errors.get(row["node"])),
             )
             for row in rows
         ]
@@ -911,6 +922,13 @@ def _held(row: Row) -> LockHeld:
         controller=row["controller"],
         last_beat=_parse_time(row["last_beat"]),
     )
+
+
+def _error_kind(error_json: str | None) -> str | None:
+    if error_json is None:
+        return None
+    kind = json.loads(error_json).get("kind")
+    return kind if isinstance(kind, str) else None
 
 
 def _before(row: Row) -> Before | None:

@@ -31,6 +31,21 @@ class ResumeState:
     def pending(self) -> list[str]:
         return [name for name, phase in self.start_at.items() if phase is not None]
 
+    def drain_is_ours(self, name: str) -> bool:
+        """Whether a DRAIN the balancer shows on `name` now is the interrupted run's own (to be
+        restored to ready once the node is finished) rather than an operator's (to be left alone).
+
+        The earliest write-ahead record decides, not the node's progress alone: in rotation before
+        the first run, so the drain came from the run that got to the node; drained or in maintenance
+        before it, so the operator's, whatever the runs did since. A node no run changed (never past
+        preflight, or its drain refused because the operator had taken it out since the run began)
+        was drained by someone else. Without a balancer reading in the
+        record (unknown: unreachable at the time) the run's progress is all there is to go on."""
+        if name not in self.part_way:
+            return False
+        earliest = self.before.get(name)
+        return earliest is None or earliest.rotation != "out"
+
 
 def resume_point(
     outcome: NodeOutcome | None, last_phase: Phase | None, last_status: PhaseStatus | None
@@ -48,6 +63,15 @@ def resume_point(
         return PHASES[min(index + 1, len(PHASES) - 1)]
     # failed, cancelled or cut off while started: do that phase again.
     return last_phase
+
+
+def _changed(state: NodeState) -> bool:
+    """Whether the run may have changed the node: it got past preflight, and not only to have its
+    drain refused (the operator had taken the server out since the run began: nothing was done)."""
+    if state.last_phase in (None, "preflight"):
+        return False
+    refused = state.last_error_kind == "refused"
+    return not (state.last_phase == "drain" and state.last_status == "failed" and refused)
 
 
 def resume_state(
@@ -68,8 +92,7 @@ def resume_state(
     part_way = {
         s.name: phase
         for s in states
-        if (phase := start_at[s.name]) is not None
-        and (s.last_phase not in (None, "preflight") or s.name in carried)
+        if (phase := start_at[s.name]) is not None and (_changed(s) or s.name in carried)
     }
     return ResumeState(run_id=run_id, start_at=start_at, before=before, part_way=part_way)
 

@@ -633,8 +633,9 @@ class Rollout:
         for node in inv.nodes:
             m = before.before[node.lb_name]
             self._balancer_healthy[node.name] = m.healthy is not False
-            # Resuming: a DRAIN on a node the earlier run touched is that run's own drain.
-            ours = self.resume is not None and node.name in self.resume.part_way and m.admin == "drain"
+            # Picking up an earlier run: its write-ahead record says whose a DRAIN is. MAINT is
+            # never a run's own (drivers drain, they do not put servers in maintenance).
+            ours = self.resume is not None and m.admin == "drain" and self.resume.drain_is_ours(node.name)
             flows[node.name].job.drained_earlier = ours
             if m.admin in ("drain", "maint") and not ours:
                 reason = f"left out by the operator: {m.admin.upper()} in the load balancer before the run"

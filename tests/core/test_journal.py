@@ -487,6 +487,19 @@ def test_the_first_record_of_what_ran_before_stands(journal: Journal, db: Path, 
         reopened.record_before("r1", {"web09": truth})
 
 
+def test_a_node_state_says_how_its_latest_phase_failed(journal: Journal, db: Path, inventory: Path) -> None:
+    begin(journal, inventory)
+    refused = ErrorInfo(kind="refused", message="left out by the operator", target="web01")
+    journal.record_phase("r1", "web01", "drain", "failed", at(1), error=refused)
+    journal.record_phase(
+        "r1", "web02", "stop", "failed", at(1), error=ErrorInfo(kind="timed_out", message="x")
+    )
+    journal.record_phase("r1", "web02", "stop", "started", at(2))  # picked up again: no error now
+    web01, web02, web03 = Journal(db).node_states("r1")
+    assert (web01.last_phase, web01.last_status, web01.last_error_kind) == ("drain", "failed", "refused")
+    assert web02.last_error_kind is None and web03.last_error_kind is None
+
+
 def test_what_a_run_recovered_is_rebuilt_with_it(journal: Journal, db: Path, inventory: Path) -> None:
     begin(journal, inventory)
     assert journal.recovery("r1") is None and journal.run_result("r1").recovery is None

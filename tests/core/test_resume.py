@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -90,6 +91,53 @@ def test_a_run_that_never_got_to_the_nodes_it_took_over_passes_them_on() -> None
     assert state.before["web-02"].services["W3LOGSVC"] == "Running"
     # Without what it carried, the same states look untouched.
     assert repair_state("refused", refused).part_way == {}
+
+
+def _with_rotation_before(state: NodeState, rotation: str | None) -> NodeState:
+    before = None if rotation is None else Before({"W3SVC": "Running"}, {}, rotation)  # type: ignore[arg-type]
+    return dataclasses.replace(state, before=before)
+
+
+@pytest.mark.parametrize(
+    ("rotation", "ours"),
+    [
+        ("in", True),  # in rotation before the first run: the run that got to the node drained it
+        ("out", False),  # drained or in maintenance before it: the operator's, whatever happened since
+        ("unknown", True),  # the balancer unread then: the run's progress is all there is
+        (None, True),  # no record (a journal from before write-ahead): the same
+    ],
+)
+def test_whose_drain_rests_on_the_earliest_record(rotation: str | None, ours: bool) -> None:
+    dead = [_with_rotation_before(DEAD_RUN[1], rotation), *DEAD_RUN[2:]]
+    for state in (resume_state("dead", dead), repair_state("dead", dead)):
+        assert state.drain_is_ours("web-02") is ours
+        # A node no run got past preflight was drained by someone else after the crash, though
+        # the record written ahead at the dead run's preflight says it was in rotation then.
+        assert state.before["web-03"].rotation == "in"
+        assert state.drain_is_ours("web-03") is False
+        assert state.drain_is_ours("web-04") is False
+
+
+def test_a_drain_the_operator_took_over_mid_run_is_not_the_runs() -> None:
+    # The operator drained web-02 after the run began: its drain phase was refused, nothing on it
+    # changed, though the record written ahead says it was in rotation before the run.
+    refused = dataclasses.replace(
+        DEAD_RUN[1], last_phase="drain", last_status="failed", last_error_kind="refused"
+    )
+    timed_out = dataclasses.replace(refused, last_error_kind="timed_out")  # the run's own drain, held
+    for make_state in (resume_state, repair_state):
+        state = make_state("dead", [refused, *DEAD_RUN[2:]])
+        assert state.start_at["web-02"] == "drain" and "web-02" not in state.part_way
+        assert not state.drain_is_ours("web-02")
+        state = make_state("dead", [timed_out, *DEAD_RUN[2:]])
+        assert state.part_way == {"web-02": "drain"} and state.drain_is_ours("web-02")
+
+
+def test_a_drain_carried_through_a_refused_repair_is_still_the_first_runs() -> None:
+    refused = [_state(s.name, None, "preflight", "ok") for s in DEAD_RUN]
+    assert repair_state("refused", refused, carried={"web-02": "stop"}).drain_is_ours("web-02")
+    held = [_with_rotation_before(refused[1], "out"), *refused[2:]]
+    assert not repair_state("refused", held, carried={"web-02": "stop"}).drain_is_ours("web-02")
 
 
 # --- a resume is a plan, not a replay ---------------------------------------------------------------

@@ -57,6 +57,37 @@ def in_flight_on(f: Any, node: str) -> int:
     return len(output)
 
 
+@dataclass
+class SlowRequest:
+    """One request the site answers after a set time (`/slow?seconds=N`), in a thread; `status` and
+    `ended` (wall clock) once it has an outcome. For a run killed mid-drain: nobody has to release it."""
+
+    url: str
+    status: int | None = None
+    ended: float | None = None
+    error: str | None = None
+
+    def start(self) -> threading.Thread:
+        def run() -> None:
+            try:
+                with urllib.request.urlopen(self.url, timeout=30) as resp:
+                    resp.read()
+                    self.status = resp.status
+            except OSError as exc:
+                self.error = repr(exc)
+            self.ended = time.time()
+
+        thread = threading.Thread(target=run, daemon=True)
+        thread.start()
+        return thread
+
+
+def wait_in_flight(f: Any, node: str, count: int) -> None:
+    deadline = time.monotonic() + 15
+    while in_flight_on(f, node) < count:
+        assert time.monotonic() < deadline, f"{node} never had {count} request(s) in flight"
+
+
 def hold_one(f: Any, via: str) -> tuple[HeldRequest, threading.Thread]:
     """A request held on web-01 (the first node), through `via`, confirmed in flight there."""
     held = HeldRequest(via, f"{f.describe['nodes'][0]['address']}:8080")

@@ -20,7 +20,8 @@ import random
 import time
 import urllib.request
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -97,32 +98,49 @@ def shared_farm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Farm]:
         stop_farm(f)
 
 
-def _kill_at(f: Farm, events: Path, match: dict[str, str], deadline: float) -> int:
-    """Start a run, SIGKILL it when its event stream shows `match`; its exit status."""
+def kill_at(
+    f: Farm, events: Path, match: dict[str, str], deadline: float, then: Callable[[], bool] | None = None
+) -> int:
+    """Start a run, SIGKILL it when its event stream shows `match` (and, once it has, as soon as
+    `then` holds: a state seen from outside the run, such as the balancer's); its exit status."""
     proc = f.start_run("--events", str(events))
     try:
         seen = 0
+        matched = False
         while time.monotonic() < deadline:
-            if events.exists():
+            if not matched and events.exists():
                 lines = events.read_text().splitlines()
-                for line in lines[seen:]:
-                    e = json.loads(line)
-                    if all(e.get(k) == v for k, v in match.items()):
-                        proc.kill()
-                        proc.communicate(timeout=30)
-                        return proc.returncode
+                matched = any(
+                    all(json.loads(line).get(k) == v for k, v in match.items()) for line in lines[seen:]
+                )
                 seen = len(lines)
+            if matched and (then is None or then()):
+                proc.kill()
+                proc.communicate(timeout=30)
+                return proc.returncode
             if proc.poll() is not None:
                 break
             time.sleep(0.005)
-        raise AssertionError(f"the run never wrote {match} (exit {proc.poll()})")
+        awaited = "the state awaited after " if matched else ""
+        if proc.poll() is None:
+            proc.kill()
+        _, stderr = proc.communicate(timeout=30)
+        raise AssertionError(f"the run never reached {awaited}{match} (exit {proc.returncode}): {stderr}")
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.communicate(timeout=30)
 
 
-def _healthy(f: Farm, node: str) -> bool:
+def farm_truth(f: Farm, nodes: Sequence[str]) -> dict[str, tuple[dict[str, str], bool]]:
+    """Per node, its watched services as Get-Service reports them and whether its health URL
+    answers 200; the nodes asked at once (each over its own connection), to keep each point short."""
+    with ThreadPoolExecutor(max_workers=len(nodes)) as pool:
+        answers = pool.map(lambda n: (f.services(n, *WATCHED), healthy(f, n)), nodes)
+        return dict(zip(nodes, answers, strict=True))
+
+
+def healthy(f: Farm, node: str) -> bool:
     address = next(n["address"] for n in f.describe["nodes"] if n["name"] == node)
     opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
     with opener.open(f"http://{address}:8080/healthz", timeout=10) as response:
@@ -139,7 +157,7 @@ def test_a_kill_at_any_point_is_recovered(shared_farm: Farm, tmp_path: Path, poi
     before = {n: dict.fromkeys(WATCHED, "Running") for n in NODES}
     since = time.time()
 
-    assert _kill_at(f, tmp_path / "events.jsonl", point.match, time.monotonic() + 60) == -9
+    assert kill_at(f, tmp_path / "events.jsonl", point.match, time.monotonic() + 60) == -9
 
     with Journal(tmp_path / "journal.sqlite") as journal:
         dead = journal.latest_run(inventory)
@@ -156,9 +174,7 @@ def test_a_kill_at_any_point_is_recovered(shared_farm: Farm, tmp_path: Path, poi
     assert after.code == ExitCode.SUCCEEDED, after.stdout + after.stderr
 
     # The farm: every service that ran runs again, every node healthy.
-    for name in NODES:
-        assert f.services(name, *WATCHED) == before[name], name
-        assert _healthy(f, name), name
+    assert farm_truth(f, NODES) == {n: (before[n], True) for n in NODES}
     # The report and the journal agree: every node accounted for, back in rotation, lock released.
     if after.report is not None:  # None: `resume` found nothing left to do
         expected = {n: ("skipped" if point.command == "resume" and n in finished else "done") for n in NODES}
