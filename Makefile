@@ -4,7 +4,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 RUN    := run/demo
 
-.PHONY: venv lint test demo bench clean
+.PHONY: venv browser postgresql lint test demo bench clean
 
 $(STAMP): pyproject.toml simfarm/pyproject.toml
 	@# The farm puts a real HAProxy in front of the sites when the inventory's balancer is HAProxy.
@@ -14,6 +14,7 @@ $(STAMP): pyproject.toml simfarm/pyproject.toml
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[dev]' -e './simfarm[test]'
 	touch $(STAMP)
+	@echo "installed: run '. $(VENV)/bin/activate' to put the orchestrator command on your PATH"
 
 venv: $(STAMP)
 
@@ -24,7 +25,18 @@ lint: venv
 	$(VENV)/bin/mypy orchestrator tests bench
 	cd simfarm && $(abspath $(VENV))/bin/mypy simfarm tests
 
-test: lint
+# Headless Chromium renders the HTML report in tests/e2e/test_html_browser.py (Debian's package).
+browser:
+	@command -v chromium >/dev/null || apt-get install -y chromium \
+		|| (apt-get update && apt-get install -y chromium)
+
+# The journal's PostgreSQL store is tested against a private server started from Debian's binaries
+# (tests/pgserver.py); CI runs as root, so a missing package is installed here.
+postgresql:
+	@ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 || apt-get install -y postgresql \
+		|| (apt-get update && apt-get install -y postgresql)
+
+test: lint browser postgresql
 	$(VENV)/bin/pytest -q
 	cd simfarm && $(abspath $(VENV))/bin/pytest -q
 
@@ -37,8 +49,9 @@ demo: venv
 		> $(RUN)/sim.out 2> $(RUN)/sim.log & echo $$! > $(RUN)/sim.pid; \
 	for i in $$(seq 1 300); do grep -qx ready $(RUN)/sim.out 2>/dev/null && break; \
 		kill -0 $$(cat $(RUN)/sim.pid) 2>/dev/null || break; sleep 0.1; done; \
-	if ! grep -qx ready $(RUN)/sim.out; then echo "simulated farm did not start:"; cat $(RUN)/sim.log; \
-		kill $$(cat $(RUN)/sim.pid) 2>/dev/null; exit 1; fi; \
+	if ! grep -qx ready $(RUN)/sim.out; then kill $$(cat $(RUN)/sim.pid) 2>/dev/null; \
+		echo "make demo: the simulated farm did not start: $$(sed 's/^error: //' $(RUN)/sim.log | paste -sd ' ')" >&2; \
+		exit 1; fi; \
 	$(PY) -m orchestrator run inventories/demo.yaml --report $(RUN)/report.json --events $(RUN)/run-events.jsonl; \
 	rc=$$?; kill $$(cat $(RUN)/sim.pid); wait; \
 	echo "report: $(RUN)/report.json  farm event log: $$($(PY) -c 'import json;print(json.load(open("$(RUN)/farm.json"))["events"])')"; \
@@ -47,7 +60,11 @@ demo: venv
 bench: venv
 	$(PY) bench/fanout.py
 	$(PY) bench/rollout.py
+	$(PY) bench/journal.py
 	$(PY) bench/lb.py
+	$(PY) bench/live_status.py
+	$(PY) bench/inputs.py
+	$(PY) bench/floor.py
 
 clean:
 	rm -rf $(VENV) run .mypy_cache .ruff_cache .pytest_cache

@@ -1,8 +1,11 @@
-"""The run journal: a SQLite file that outlives the process and says what every node went through.
+"""The run journal: a database that outlives the process and says what every node went through.
 
 `status`, `resume` and `report` read it after the fact, possibly after a crash or a second Ctrl-C, so
 every write is committed (and synced) before the call returns, and a run's full result can be rebuilt
-from it alone. One inventory has at most one active run: a lock row names the process holding it.
+from it alone. It lives in a SQLite file or in PostgreSQL (`store.py`); the queries are the same.
+
+One farm has at most one active run: a lease per host of the farm names the run, controller and
+process holding it and when it last beat; a lease whose beat stopped is taken over (see `acquire_lock`).
 
 Nothing secret is stored: every text and mapping written goes through `log.redact` first.
 """
@@ -10,18 +13,20 @@ Nothing secret is stored: every text and mapping written goes through `log.redac
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import socket
-import sqlite3
-import threading
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import TracebackType
-from typing import Any, cast, get_args
+from typing import Any, ParamSpec, TypeVar, cast, get_args
+
+import structlog
 
 from orchestrator import __version__
 from orchestrator.log import redact
@@ -34,18 +39,21 @@ from orchestrator.results import (
     PhaseOutcome,
     PhaseResult,
     PhaseStatus,
+    Recovery,
     Rotation,
     RunOutcome,
     RunResult,
     exit_code_for,
     utc_now,
 )
+from orchestrator.store import PgJournal, Row, Store, Tx, Unavailable, open_store
 
-# Each entry upgrades the schema by one version (PRAGMA user_version); never edit a shipped entry.
+# Each entry upgrades the schema by one version (PRAGMA user_version in SQLite, the schema_version
+# table in PostgreSQL); never edit a shipped entry. `{serial}` is each engine's auto-increment key.
 _MIGRATIONS: tuple[tuple[str, ...], ...] = (
     (
         """CREATE TABLE runs (
-            seq INTEGER PRIMARY KEY AUTOINCREMENT,
+            seq {serial},
             run_id TEXT NOT NULL UNIQUE,
             inventory_path TEXT NOT NULL,
             inventory_digest TEXT NOT NULL,
@@ -61,7 +69,7 @@ _MIGRATIONS: tuple[tuple[str, ...], ...] = (
         )""",
         "CREATE INDEX runs_by_inventory ON runs (inventory_path, seq)",
         """CREATE TABLE node_events (
-            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            id {serial},
             run_id TEXT NOT NULL REFERENCES runs (run_id),
             node TEXT NOT NULL,
             phase TEXT NOT NULL,
@@ -94,7 +102,7 @@ _MIGRATIONS: tuple[tuple[str, ...], ...] = (
             since TEXT NOT NULL
         )""",
         """CREATE TABLE lock_takeovers (
-            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            id {serial},
             inventory_path TEXT NOT NULL,
             at TEXT NOT NULL,
             run_id TEXT NOT NULL,
@@ -103,6 +111,36 @@ _MIGRATIONS: tuple[tuple[str, ...], ...] = (
             stale_host TEXT NOT NULL,
             stale_since TEXT NOT NULL
         )""",
+    ),
+    (
+        # What ran before a node was first touched, beyond its services: app pools and the balancer's
+        # view; written ahead of the first change (see `record_before`).
+        "ALTER TABLE node_state ADD COLUMN pools_before_json TEXT",
+        "ALTER TABLE node_state ADD COLUMN rotation_before TEXT",
+        # An incomplete run this one found and repaired first, and the dead process's lock it took.
+        "ALTER TABLE runs ADD COLUMN recovery_json TEXT",
+    ),
+    (
+        # Leases replace the per-inventory lock rows (`locks` stays, unused, for older journals): one
+        # row per host of the farm, so two inventories sharing a host exclude each other, renewed by
+        # the run's heartbeat and taken over when the beat is older than the holder's lease.
+        """CREATE TABLE leases (
+            farm_host TEXT PRIMARY KEY,
+            inventory_path TEXT NOT NULL,
+            run_id TEXT NOT NULL,
+            controller TEXT NOT NULL,
+            host TEXT NOT NULL,
+            pid INTEGER NOT NULL,
+            since TEXT NOT NULL,
+            last_beat TEXT NOT NULL,
+            lease_seconds REAL NOT NULL
+        )""",
+        "CREATE INDEX leases_by_run ON leases (run_id)",
+        "CREATE INDEX leases_by_inventory ON leases (inventory_path)",
+        "ALTER TABLE lock_takeovers ADD COLUMN controller TEXT",
+        "ALTER TABLE lock_takeovers ADD COLUMN stale_controller TEXT",
+        "ALTER TABLE lock_takeovers ADD COLUMN stale_last_beat TEXT",
+        "ALTER TABLE lock_takeovers ADD COLUMN why TEXT",
     ),
 )
 SCHEMA_VERSION = len(_MIGRATIONS)
@@ -114,29 +152,61 @@ class JournalError(Exception):
     """The journal cannot do what was asked (unknown run or node, newer schema, bad arguments)."""
 
 
-class LockHeld(JournalError):
-    """Another run, alive or on another host, holds the inventory's lock."""
+class JournalUnavailable(JournalError):
+    """The journal's database could not be reached for longer than the journal waits."""
 
-    def __init__(self, pid: int, host: str, run_id: str, since: datetime) -> None:
+
+class LockHeld(JournalError):
+    """Another run holds a lease on the farm, and its heartbeat is recent enough to be alive."""
+
+    def __init__(
+        self,
+        pid: int,
+        host: str,
+        run_id: str,
+        since: datetime,
+        controller: str | None = None,
+        last_beat: datetime | None = None,
+    ) -> None:
+        who = f"controller {controller}, " if controller and controller != host else ""
+        beat = f", last beat {last_beat.isoformat()}" if last_beat is not None else ""
         super().__init__(
-            f"run {run_id} (pid {pid} on {host}, since {since.isoformat()}) holds this inventory's lock"
+            f"run {run_id} ({who}pid {pid} on {host}, since {since.isoformat()}{beat}) "
+            "holds this inventory's lock"
         )
         self.pid = pid
         self.host = host
         self.run_id = run_id
         self.since = since
+        self.controller = controller or host
+        self.last_beat = last_beat
 
 
 @dataclass(frozen=True)
 class LockTakeover:
-    """A stale lock (its process is gone) that `acquire_lock` replaced; worth telling the operator."""
+    """A stale lease (its beat stopped, or its process is gone) that `acquire_lock` replaced; worth
+    telling the operator."""
 
     inventory_path: str
+    run_id: str  # the run that took it over
     stale_run_id: str
     stale_pid: int
     stale_host: str
     stale_since: datetime
     at: datetime
+    controller: str | None = None  # the controller that took it over
+    stale_controller: str | None = None
+    stale_last_beat: datetime | None = None
+    why: str = "its process is gone"
+
+
+@dataclass(frozen=True)
+class Before:
+    """What ran on a node before the run's first change to it: the truth a recovery restores."""
+
+    services: dict[str, str]
+    pools: dict[str, str]
+    rotation: Rotation
 
 
 @dataclass(frozen=True)
@@ -152,8 +222,6 @@ class RunSummary:
     outcome: RunOutcome  # "incomplete" until finish_run
     exit_code: ExitCode
     nodes: int
-    unfinished: int
-    out_of_rotation: int
 
 
 @dataclass(frozen=True)
@@ -169,11 +237,18 @@ class NodeState:
     outcome: NodeOutcome | None
     reason: str | None
     services: dict[str, str]  # the latest snapshot
+    before: Before | None = None  # None: never recorded (the node was never about to be touched)
 
 
 def inventory_key(inventory_path: str | os.PathLike[str]) -> str:
     """Runs and locks are keyed by the absolute path, however the operator spelled it."""
     return str(Path(inventory_path).resolve())
+
+
+def controller_name(environ: Mapping[str, str] | None = None) -> str:
+    """Who this controller is, for leases and messages: ORCHESTRATOR_CONTROLLER, or the host name."""
+    env = os.environ if environ is None else environ
+    return env.get("ORCHESTRATOR_CONTROLLER") or socket.gethostname()
 
 
 def _pid_alive(pid: int) -> bool:
@@ -216,37 +291,84 @@ def _dump(value: Any) -> str:
     return json.dumps(redact(value), sort_keys=True)
 
 
-class Journal:
-    """One SQLite journal file. Thread-safe; each method is a short, committed transaction."""
+P = ParamSpec("P")
+R = TypeVar("R")
+log = structlog.get_logger("orchestrator.journal")
 
-    def __init__(self, path: str | os.PathLike[str]) -> None:
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        # Node names, hosts and error texts are nobody else's business; SQLite gives its -wal and -shm
-        # files the database file's mode, so creating it 0600 covers all three.
-        os.close(os.open(self.path, os.O_CREAT | os.O_WRONLY, 0o600))
-        if self.path.stat().st_mode & 0o077:
-            # A journal created by an older version, or by hand: tighten it if we may.
-            with contextlib.suppress(OSError):
-                self.path.chmod(0o600)
-        self._lock = threading.Lock()
-        # Autocommit mode: transactions are explicit, so nothing is left pending between calls.
-        self._conn = sqlite3.connect(self.path, timeout=30.0, isolation_level=None, check_same_thread=False)
-        self._conn.row_factory = sqlite3.Row
-        self._conn.execute("PRAGMA journal_mode=WAL")
-        # FULL: a committed phase event survives a power cut too, not just a process crash.
-        self._conn.execute("PRAGMA synchronous=FULL")
-        self._conn.execute("PRAGMA foreign_keys=ON")
+
+def _retried(method: Callable[P, R]) -> Callable[P, R]:
+    """Run a journal call again, whole, on a new connection while the database is unreachable.
+
+    A transaction that broke was rolled back by the server, so running the call again is the only
+    way to know it committed once. Gives up after the journal's `outage_seconds` with
+    `JournalUnavailable`; after that, each call tries once until one succeeds again, so a run that
+    lost its database does not wait that long for every record it can no longer write.
+    """
+
+    @functools.wraps(method)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        journal = cast("Journal", args[0])
+        deadline = time.monotonic() + (0.0 if journal._down else journal.outage_seconds)
+        pause = 0.2
+        retried = False
+        while True:
+            try:
+                result = method(*args, **kwargs)
+            except Unavailable as exc:
+                if time.monotonic() + pause > deadline:
+                    journal._down = True
+                    raise JournalUnavailable(
+                        f"the journal {journal.where} is unreachable ({exc}); gave up after "
+                        f"{journal.outage_seconds:g} s"
+                    ) from None
+                log.warning("journal unreachable: retrying", journal=journal.where, error=str(exc))
+                time.sleep(pause)
+                pause = min(pause * 2, 2.0)
+                retried = True
+                with contextlib.suppress(Unavailable):  # the next attempt says so again
+                    journal._store.reconnect()
+                continue
+            if journal._down or retried:
+                journal._down = False
+                log.warning("journal reachable again", journal=journal.where)
+            return result
+
+    return wrapper
+
+
+class Journal:
+    """One journal: a SQLite file (a path) or a PostgreSQL database (a `postgresql://` URL or a
+    `PgJournal`). Thread-safe; each method is a short, committed transaction.
+
+    `outage_seconds`: how long a call retries while a PostgreSQL journal cannot be reached.
+    """
+
+    def __init__(
+        self,
+        target: str | os.PathLike[str] | PgJournal,
+        *,
+        outage_seconds: float = 20.0,
+        environ: Mapping[str, str] | None = None,
+    ) -> None:
+        self.outage_seconds = outage_seconds
+        self._down = False
+        try:
+            self._store: Store = open_store(target, environ)
+        except Unavailable as exc:
+            raise JournalUnavailable(f"the journal {target} is unreachable: {exc}") from None
+        self.where = self._store.where
+        self.kind = self._store.kind
+        self.path = Path(self.where) if self.kind == "sqlite" else None
         try:
             self._migrate()
         except BaseException:
-            self._conn.close()
+            self._store.close()
             raise
         self._host = socket.gethostname()
+        self.controller = controller_name(environ)
 
     def close(self) -> None:
-        with self._lock:
-            self._conn.close()
+        self._store.close()
 
     def __enter__(self) -> Journal:
         return self
@@ -256,43 +378,33 @@ class Journal:
     ) -> None:
         self.close()
 
-    @contextmanager
-    def _write(self) -> Iterator[sqlite3.Connection]:
-        # IMMEDIATE takes the write lock up front, so two processes racing for a lock row serialise.
-        with self._lock:
-            self._conn.execute("BEGIN IMMEDIATE")
-            try:
-                yield self._conn
-            except BaseException:
-                self._conn.execute("ROLLBACK")
-                raise
-            self._conn.execute("COMMIT")
+    def _write(self) -> AbstractContextManager[Tx]:
+        return self._store.write()
 
-    @contextmanager
-    def _read(self) -> Iterator[sqlite3.Connection]:
-        # One snapshot for multi-query reads, so a rebuilt result is never half old, half new.
-        with self._lock:
-            self._conn.execute("BEGIN")
-            try:
-                yield self._conn
-            finally:
-                self._conn.execute("COMMIT")
+    def _read(self) -> AbstractContextManager[Tx]:
+        return self._store.read()
 
+    @_retried
     def _migrate(self) -> None:
         with self._write() as conn:
-            version = int(conn.execute("PRAGMA user_version").fetchone()[0])
+            # Two controllers starting at once against a new database: one migrates, the other waits.
+            self._store.serialise(conn)
+            version = self._store.schema_version(conn)
             if version > SCHEMA_VERSION:
                 raise JournalError(
-                    f"{self.path}: journal schema {version} is newer than this orchestrator "
+                    f"{self.where}: journal schema {version} is newer than this orchestrator "
                     f"supports ({SCHEMA_VERSION}); upgrade the orchestrator"
                 )
+            if version == SCHEMA_VERSION:
+                return
             for statements in _MIGRATIONS[version:]:
                 for statement in statements:
-                    conn.execute(statement)
-            conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+                    conn.execute(self._store.ddl(statement))
+            self._store.set_schema_version(conn, SCHEMA_VERSION)
 
     # -- writing a run ---------------------------------------------------------------------------
 
+    @_retried
     def begin_run(
         self,
         run_id: str,
@@ -334,6 +446,7 @@ class Journal:
                 [(run_id, name, position, host, group) for position, (name, host, group) in enumerate(nodes)],
             )
 
+    @_retried
     def record_phase(
         self,
         run_id: str,
@@ -362,6 +475,7 @@ class Journal:
                 (phase, status, run_id, node),
             )
 
+    @_retried
     def set_node_state(
         self,
         run_id: str,
@@ -371,14 +485,12 @@ class Journal:
         services: Mapping[str, str] | None = None,
         outcome: NodeOutcome | None = None,
         reason: str | None = None,
-        services_before: Mapping[str, str] | None = None,
     ) -> None:
         """State the node's situation now.
 
         `rotation`, `outcome` (None while in flight) and `reason` (why it is out of rotation; None
         clears it) replace what was there. `services` is the latest snapshot observed (service name ->
-        status) and `services_before` the one taken before the node was touched; None keeps what was
-        recorded.
+        status); None keeps what was recorded.
         """
         _check(rotation, Rotation, "rotation")
         if outcome is not None:
@@ -390,19 +502,55 @@ class Journal:
                    WHERE run_id = ? AND node = ?""",
                 (rotation, outcome, redact(reason), run_id, node),
             )
-            for column, snapshot in (
-                ("services_after_json", services),
-                ("services_before_json", services_before),
-            ):
-                if snapshot is not None:
-                    conn.execute(
-                        f"UPDATE node_state SET {column} = ? WHERE run_id = ? AND node = ?",
-                        (_dump_services(snapshot), run_id, node),
-                    )
+            if services is not None:
+                conn.execute(
+                    "UPDATE node_state SET services_after_json = ? WHERE run_id = ? AND node = ?",
+                    (_dump_services(services), run_id, node),
+                )
 
+    @_retried
+    def record_before(self, run_id: str, befores: Mapping[str, Before]) -> None:
+        """Write ahead, in one committed transaction, what ran on each node before this run changes
+        it. A node's first record stands: a later call cannot replace the truth with a state the run
+        itself produced."""
+        for before in befores.values():
+            _check(before.rotation, Rotation, "rotation")
+        with self._write() as conn:
+            for node, before in befores.items():
+                self._require_node(conn, run_id, node)
+                conn.execute(
+                    """UPDATE node_state SET services_before_json = ?, pools_before_json = ?,
+                           rotation_before = ?
+                       WHERE run_id = ? AND node = ? AND services_before_json IS NULL""",
+                    (
+                        _dump_services(before.services),
+                        _dump_services(before.pools),
+                        before.rotation,
+                        run_id,
+                        node,
+                    ),
+                )
+
+    @_retried
+    def record_recovery(self, run_id: str, recovery: Recovery) -> None:
+        """What this run found of an incomplete earlier one (and its lock), for the rebuilt report."""
+        with self._write() as conn:
+            _require_run(conn, run_id)
+            conn.execute(
+                "UPDATE runs SET recovery_json = ? WHERE run_id = ?",
+                (_dump(recovery.model_dump(mode="json")), run_id),
+            )
+
+    @_retried
     def finish_run(
-        self, run_id: str, outcome: RunOutcome, exit_code: int, at: datetime | None = None
+        self,
+        run_id: str,
+        outcome: RunOutcome,
+        exit_code: int,
+        at: datetime | None = None,
+        budget: Mapping[str, Any] | None = None,
     ) -> None:
+        """Record the run's end; `budget` (spent, limit, why it stopped) replaces the one it began with."""
         _check(outcome, RunOutcome, "run outcome")
         if outcome == "incomplete":
             raise JournalError("a run cannot finish as 'incomplete'")
@@ -412,14 +560,48 @@ class Journal:
             )
         with self._write() as conn:
             updated = conn.execute(
-                "UPDATE runs SET ended_at = ?, outcome = ?, exit_code = ? WHERE run_id = ?",
-                (_time(at or utc_now()), outcome, exit_code, run_id),
+                "UPDATE runs SET ended_at = ?, outcome = ?, exit_code = ?, "
+                "budget_json = COALESCE(?, budget_json) WHERE run_id = ?",
+                (
+                    _time(at or utc_now()),
+                    outcome,
+                    exit_code,
+                    None if budget is None else _dump(budget),
+                    run_id,
+                ),
             ).rowcount
             if updated == 0:
                 raise JournalError(f"unknown run {run_id!r}")
 
+    @_retried
+    def prune(self, inventory_path: str | os.PathLike[str], ended_before: datetime) -> list[str]:
+        """Delete this inventory's runs that ended before `ended_before`, with their events and node
+        states; returns their ids, oldest first.
+
+        A run with no recorded end is never pruned (it may be in progress, or be the one to resume),
+        nor is the inventory's latest run, whatever its age: `status` and `resume` read it.
+        """
+        key = inventory_key(inventory_path)
+        with self._write() as conn:
+            rows = conn.execute(
+                """SELECT run_id FROM runs
+                   WHERE inventory_path = ? AND ended_at IS NOT NULL AND ended_at < ?
+                     AND seq < (SELECT MAX(seq) FROM runs WHERE inventory_path = ?)
+                   ORDER BY seq""",
+                (key, _time(ended_before), key),
+            ).fetchall()
+            run_ids = [str(row["run_id"]) for row in rows]
+            for run_id in run_ids:
+                conn.execute("DELETE FROM node_events WHERE run_id = ?", (run_id,))
+                conn.execute("DELETE FROM node_state WHERE run_id = ?", (run_id,))
+                conn.execute("DELETE FROM runs WHERE run_id = ?", (run_id,))
+            conn.execute(
+                "DELETE FROM lock_takeovers WHERE inventory_path = ? AND at < ?", (key, _time(ended_before))
+            )
+        return run_ids
+
     @staticmethod
-    def _require_node(conn: sqlite3.Connection, run_id: str, node: str) -> None:
+    def _require_node(conn: Tx, run_id: str, node: str) -> None:
         row = conn.execute(
             "SELECT 1 FROM node_state WHERE run_id = ? AND node = ?", (run_id, node)
         ).fetchone()
@@ -428,11 +610,13 @@ class Journal:
 
     # -- reading ---------------------------------------------------------------------------------
 
+    @_retried
     def inventory_digest(self, run_id: str) -> str:
         """The SHA-256 of the inventory file as that run read it."""
         with self._read() as conn:
             return str(_require_run(conn, run_id)["inventory_digest"])
 
+    @_retried
     def node_durations(self, inventory_path: str | os.PathLike[str], runs: int = 5) -> list[float]:
         """Seconds each node took, from its first phase after preflight to its last event, for the
         nodes done in the last `runs` finished runs of this inventory (oldest data first)."""
@@ -449,6 +633,14 @@ class Journal:
         # Same format and zone throughout (see _time), so MIN/MAX on the text are the times' order.
         return [(_parse_time(r["last"]) - _parse_time(r["first"])).total_seconds() for r in rows]
 
+    @_retried
+    def recovery(self, run_id: str) -> Recovery | None:
+        """The earlier run `run_id` itself picked up, if any (see `record_recovery`)."""
+        with self._read() as conn:
+            row = _require_run(conn, run_id)
+        return Recovery.model_validate_json(row["recovery_json"]) if row["recovery_json"] else None
+
+    @_retried
     def latest_run(self, inventory_path: str | os.PathLike[str]) -> RunSummary | None:
         """The most recently begun run of this inventory, finished or not."""
         with self._read() as conn:
@@ -459,10 +651,7 @@ class Journal:
             if row is None:
                 return None
             counts = conn.execute(
-                """SELECT COUNT(*) AS nodes,
-                          COALESCE(SUM(outcome IS NULL OR outcome != 'done'), 0) AS unfinished,
-                          COALESCE(SUM(rotation = 'out'), 0) AS out_of_rotation
-                   FROM node_state WHERE run_id = ?""",
+                "SELECT COUNT(*) AS nodes FROM node_state WHERE run_id = ?",
                 (row["run_id"],),
             ).fetchone()
         outcome = _run_outcome(row)
@@ -478,8 +667,6 @@ class Journal:
             outcome=outcome,
             exit_code=exit_code_for(outcome),
             nodes=counts["nodes"],
-            unfinished=counts["unfinished"],
-            out_of_rotation=counts["out_of_rotation"],
         )
 
     def unfinished_nodes(self, run_id: str) -> list[NodeState]:
@@ -490,6 +677,7 @@ class Journal:
         """Nodes last known drained from the load balancer ("unknown" ones are in `unfinished_nodes`)."""
         return [state for state in self.node_states(run_id) if state.rotation == "out"]
 
+    @_retried
     def node_states(self, run_id: str) -> list[NodeState]:
         """Every node's latest journalled state, plan order."""
         with self._read() as conn:
@@ -508,10 +696,12 @@ class Journal:
                 outcome=row["outcome"],
                 reason=row["reason"],
                 services=json.loads(row["services_after_json"] or "{}"),
+                before=_before(row),
             )
             for row in rows
         ]
 
+    @_retried
     def run_result(self, run_id: str) -> RunResult:
         """The run's full result, rebuilt from the journal alone (works after a crash)."""
         with self._read() as conn:
@@ -522,7 +712,7 @@ class Journal:
             events = conn.execute(
                 "SELECT * FROM node_events WHERE run_id = ? ORDER BY id", (run_id,)
             ).fetchall()
-        events_by_node: dict[str, list[sqlite3.Row]] = {}
+        events_by_node: dict[str, list[Row]] = {}
         for event in events:
             events_by_node.setdefault(event["node"], []).append(event)
         outcome = _run_outcome(run)
@@ -535,74 +725,148 @@ class Journal:
             outcome=outcome,
             plan=json.loads(run["plan_json"]),
             budget=json.loads(run["budget_json"]),
+            recovery=json.loads(run["recovery_json"]) if run["recovery_json"] else None,
             nodes=[_node_result(state, events_by_node.get(state["node"], [])) for state in states],
         )
 
-    # -- locks -----------------------------------------------------------------------------------
+    # -- leases ----------------------------------------------------------------------------------
 
-    def acquire_lock(self, inventory_path: str | os.PathLike[str], run_id: str) -> LockTakeover | None:
-        """Take the inventory's lock for `run_id` (this process), or raise `LockHeld`.
+    @_retried
+    def acquire_lock(
+        self,
+        inventory_path: str | os.PathLike[str],
+        run_id: str,
+        hosts: Iterable[str] | None = None,
+        *,
+        lease_seconds: float = 30.0,
+    ) -> LockTakeover | None:
+        """Take the farm's lease for `run_id` (this process), or raise `LockHeld`.
 
-        A lock left by a process of this host that no longer exists is taken over; the takeover is
-        recorded and returned so the caller can tell the operator which run died holding it.
+        The farm is its `hosts` (normalised by the caller), so two inventories sharing a host exclude
+        each other; without hosts, the inventory's path stands for the farm. A run holding any of
+        them excludes this one while its heartbeat is younger than its lease, or, on this host,
+        while its process exists. A lease whose beat stopped for longer (its controller died, or
+        lost the database) is taken over: recorded and returned, so the caller can say which run
+        it was and repair what it left.
         """
         key = inventory_key(inventory_path)
+        farm = sorted(set(hosts)) if hosts is not None else [key]
         pid = os.getpid()
-        now = utc_now()
         with self._write() as conn:
-            held = conn.execute("SELECT * FROM locks WHERE inventory_path = ?", (key,)).fetchone()
-            if held is None:
-                conn.execute(
-                    "INSERT INTO locks (inventory_path, run_id, pid, host, since) VALUES (?, ?, ?, ?, ?)",
-                    (key, run_id, pid, self._host, _time(now)),
+            self._store.serialise(conn)
+            now = self._store.now(conn)
+            rows = _in(conn, "SELECT * FROM leases WHERE farm_host IN ({})", farm)
+            others: dict[str, Row] = {}
+            for row in rows:
+                if row["run_id"] != run_id:
+                    others.setdefault(row["run_id"], row)
+            for row in others.values():
+                if self._alive(row, now):
+                    raise _held(row)
+            takeover: LockTakeover | None = None
+            for stale in others.values():
+                taken = LockTakeover(
+                    inventory_path=key,
+                    run_id=run_id,
+                    stale_run_id=stale["run_id"],
+                    stale_pid=stale["pid"],
+                    stale_host=stale["host"],
+                    stale_since=_parse_time(stale["since"]),
+                    at=now,
+                    controller=self.controller,
+                    stale_controller=stale["controller"],
+                    stale_last_beat=_parse_time(stale["last_beat"]),
+                    why=self._why_dead(stale, now),
                 )
-                return None
-            if (held["run_id"], held["pid"], held["host"]) == (run_id, pid, self._host):
-                return None
-            if held["host"] != self._host or _pid_alive(held["pid"]):
-                raise LockHeld(held["pid"], held["host"], held["run_id"], _parse_time(held["since"]))
-            takeover = LockTakeover(
-                inventory_path=key,
-                stale_run_id=held["run_id"],
-                stale_pid=held["pid"],
-                stale_host=held["host"],
-                stale_since=_parse_time(held["since"]),
-                at=now,
-            )
-            conn.execute(
-                """INSERT INTO lock_takeovers (inventory_path, at, run_id, stale_run_id, stale_pid,
-                       stale_host, stale_since) VALUES (?, ?, ?, ?, ?, ?, ?)""",
-                (key, _time(now), run_id, held["run_id"], held["pid"], held["host"], held["since"]),
-            )
-            conn.execute(
-                "UPDATE locks SET run_id = ?, pid = ?, host = ?, since = ? WHERE inventory_path = ?",
-                (run_id, pid, self._host, _time(now), key),
+                takeover = takeover or taken
+                conn.execute(
+                    """INSERT INTO lock_takeovers (inventory_path, at, run_id, stale_run_id, stale_pid,
+                           stale_host, stale_since, controller, stale_controller, stale_last_beat, why)
+                       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
+                    (
+                        key,
+                        _time(now),
+                        run_id,
+                        stale["run_id"],
+                        stale["pid"],
+                        stale["host"],
+                        stale["since"],
+                        self.controller,
+                        stale["controller"],
+                        stale["last_beat"],
+                        taken.why,
+                    ),
+                )
+                # The dead run's lease goes everywhere, not only on the hosts this farm shares.
+                conn.execute("DELETE FROM leases WHERE run_id = ?", (stale["run_id"],))
+            conn.executemany(
+                """INSERT INTO leases (farm_host, inventory_path, run_id, controller, host, pid, since,
+                       last_beat, lease_seconds) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+                   ON CONFLICT (farm_host) DO UPDATE SET last_beat = excluded.last_beat,
+                       lease_seconds = excluded.lease_seconds""",
+                [
+                    (h, key, run_id, self.controller, self._host, pid, _time(now), _time(now), lease_seconds)
+                    for h in farm
+                ],
             )
             return takeover
 
-    def lock_holder(self, inventory_path: str | os.PathLike[str]) -> tuple[LockHeld, bool] | None:
-        """Who holds the inventory's lock, and whether that run can still be running (its process
-        exists, or it is on another host, where we cannot tell); None when nobody does."""
+    def _why_dead(self, row: Row, now: datetime) -> str:
+        if now - _parse_time(row["last_beat"]) > timedelta(seconds=float(row["lease_seconds"])):
+            return f"its heartbeat stopped for longer than its {float(row['lease_seconds']):g} s lease"
+        return "its process is gone"
+
+    def _alive(self, row: Row, now: datetime) -> bool:
+        if now - _parse_time(row["last_beat"]) > timedelta(seconds=float(row["lease_seconds"])):
+            return False
+        # The same controller on the same host can ask its own process table, which says more than a
+        # beat: a process that is gone (kill -9, a crash) held a lease nobody will renew. Another
+        # controller waits for the lease: two containers may share a host name, not their pids.
+        same = (row["host"], row["controller"]) == (self._host, self.controller)
+        return not (same and not _pid_alive(row["pid"]))
+
+    @_retried
+    def beat(self, run_id: str) -> datetime | None:
+        """Renew `run_id`'s lease; None when it holds none any more (another controller took it)."""
+        with self._write() as conn:
+            now = self._store.now(conn)
+            renewed = conn.execute(
+                "UPDATE leases SET last_beat = ? WHERE run_id = ?", (_time(now), run_id)
+            ).rowcount
+        return now if renewed > 0 else None
+
+    @_retried
+    def lock_holder(
+        self, inventory_path: str | os.PathLike[str], hosts: Iterable[str] | None = None
+    ) -> tuple[LockHeld, bool] | None:
+        """Who holds the inventory's lease (or one on any of `hosts`), and whether that run can still
+        be running (its beat is younger than its lease); None when nobody does."""
         with self._read() as conn:
+            now = self._store.now(conn)
             held = conn.execute(
-                "SELECT * FROM locks WHERE inventory_path = ?", (inventory_key(inventory_path),)
+                "SELECT * FROM leases WHERE inventory_path = ? ORDER BY farm_host LIMIT 1",
+                (inventory_key(inventory_path),),
             ).fetchone()
+            if held is None and hosts is not None:
+                found = _in(conn, "SELECT * FROM leases WHERE farm_host IN ({})", sorted(set(hosts)))
+                held = found[0] if found else None
         if held is None:
             return None
-        alive = held["host"] != self._host or _pid_alive(held["pid"])
-        return LockHeld(held["pid"], held["host"], held["run_id"], _parse_time(held["since"])), alive
+        return _held(held), self._alive(held, now)
 
+    @_retried
     def release_lock(self, inventory_path: str | os.PathLike[str], run_id: str) -> bool:
-        """Release the lock if `run_id` holds it; False when it does not (never drops another's lock)."""
+        """Release `run_id`'s lease; False when it holds none (never drops another's)."""
         with self._write() as conn:
             deleted = conn.execute(
-                "DELETE FROM locks WHERE inventory_path = ? AND run_id = ?",
-                (inventory_key(inventory_path), run_id),
+                "DELETE FROM leases WHERE run_id = ? AND inventory_path = ?",
+                (run_id, inventory_key(inventory_path)),
             ).rowcount
         return deleted > 0
 
+    @_retried
     def lock_takeovers(self, inventory_path: str | os.PathLike[str]) -> list[LockTakeover]:
-        """Every stale lock ever taken over for this inventory, oldest first."""
+        """Every stale lease ever taken over for this inventory, oldest first."""
         with self._read() as conn:
             rows = conn.execute(
                 "SELECT * FROM lock_takeovers WHERE inventory_path = ? ORDER BY id",
@@ -611,24 +875,59 @@ class Journal:
         return [
             LockTakeover(
                 inventory_path=row["inventory_path"],
+                run_id=row["run_id"],
                 stale_run_id=row["stale_run_id"],
                 stale_pid=row["stale_pid"],
                 stale_host=row["stale_host"],
                 stale_since=_parse_time(row["stale_since"]),
                 at=_parse_time(row["at"]),
+                controller=row["controller"],
+                stale_controller=row["stale_controller"],
+                stale_last_beat=_parse_time(row["stale_last_beat"]) if row["stale_last_beat"] else None,
+                why=row["why"] or "its process is gone",
             )
             for row in rows
         ]
 
 
-def _require_run(conn: sqlite3.Connection, run_id: str) -> sqlite3.Row:
+def _in(conn: Tx, sql: str, values: Sequence[str]) -> list[Row]:
+    """`sql` with its `IN ({})` list filled, in chunks both engines take whatever the farm's size."""
+    rows: list[Row] = []
+    for i in range(0, len(values), 500):
+        chunk = values[i : i + 500]
+        rows.extend(conn.execute(sql.format(", ".join("?" * len(chunk))), chunk).fetchall())
+    return rows
+
+
+def _held(row: Row) -> LockHeld:
+    return LockHeld(
+        row["pid"],
+        row["host"],
+        row["run_id"],
+        _parse_time(row["since"]),
+        controller=row["controller"],
+        last_beat=_parse_time(row["last_beat"]),
+    )
+
+
+def _before(row: Row) -> Before | None:
+    if row["services_before_json"] is None:
+        return None
+    return Before(
+        services=json.loads(row["services_before_json"]),
+        pools=json.loads(row["pools_before_json"] or "{}"),
+        rotation=row["rotation_before"] or "unknown",
+    )
+
+
+def _require_run(conn: Tx, run_id: str) -> Row:
     row = conn.execute("SELECT * FROM runs WHERE run_id = ?", (run_id,)).fetchone()
     if row is None:
         raise JournalError(f"unknown run {run_id!r}")
-    return cast(sqlite3.Row, row)
+    return cast(Row, row)
 
 
-def _run_outcome(run: sqlite3.Row) -> RunOutcome:
+def _run_outcome(run: Row) -> RunOutcome:
     return cast(RunOutcome, run["outcome"] or "incomplete")
 
 
@@ -670,7 +969,7 @@ class _PhaseTally:
         )
 
 
-def _node_result(state: sqlite3.Row, events: list[sqlite3.Row]) -> NodeResult:
+def _node_result(state: Row, events: list[Row]) -> NodeResult:
     tallies: dict[str, _PhaseTally] = {}
     for event in events:
         at = _parse_time(event["at"])

@@ -3,13 +3,14 @@ event stream, the live display and the log."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import structlog
 
-from orchestrator.journal import Journal
+from orchestrator.journal import Before, Journal
 from orchestrator.report.console import LiveProgress
-from orchestrator.report.events import EventStream, NodeFinished, PhaseEvent
+from orchestrator.report.events import EventStream, NodeFinished, PhaseEvent, RunStarted
 from orchestrator.results import ErrorInfo, NodeOutcome, Phase, PhaseStatus, Rotation, utc_now
 
 log = structlog.get_logger("orchestrator.run")
@@ -53,7 +54,6 @@ class RunRecorder:
         *,
         rotation: Rotation,
         services: dict[str, str],
-        services_before: dict[str, str],
         outcome: str,
         reason: str | None,
     ) -> None:
@@ -65,7 +65,6 @@ class RunRecorder:
             services=services,
             outcome=node_outcome,
             reason=reason,
-            services_before=services_before or None,
         )
         self._emit(
             NodeFinished(
@@ -78,6 +77,17 @@ class RunRecorder:
             )
         )
         log.info("node", node=node, outcome=outcome, rotation=rotation, reason=reason)
+
+    def run_started(self, event: RunStarted) -> None:
+        """The run is in the journal; the event stream says so before any node event."""
+        if self.events is not None:
+            self.events.write(event)
+        log.info("run started", run_id=self.run_id, nodes=len(event.nodes))
+
+    def before(self, befores: Mapping[str, Before]) -> None:
+        """Written ahead of any change: what ran on each node the run is about to touch."""
+        self.journal.record_before(self.run_id, befores)
+        log.info("recorded what runs before the run", nodes=sorted(befores))
 
     def rotation(self, node: str, rotation: Rotation) -> None:
         self.journal.set_node_state(self.run_id, node, rotation=rotation)

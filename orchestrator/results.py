@@ -203,6 +203,29 @@ def compute_totals(nodes: Iterable[NodeResult]) -> Totals:
     )
 
 
+class StaleLock(_Model):
+    """The lock of a run whose process was gone, taken over by this run."""
+
+    run_id: str
+    pid: int
+    host: str
+    since: UtcDatetime
+    controller: str | None = None  # the controller that held it
+    last_beat: UtcDatetime | None = None  # its lease's last heartbeat
+    taken_by: str | None = None  # the controller that took it over (this run's)
+    why: str = "its process is gone"
+
+
+class Recovery(_Model):
+    """What this run found before touching anything: an earlier run that never finished."""
+
+    run_id: str  # the incomplete run
+    lock_takeover: StaleLock | None = None  # its lock, when its process died holding it
+    # Nodes it left part-way (stopped, drained or unknown) and the phase this run picked each up at,
+    # restoring what ran before that run's first change.
+    repaired: dict[str, Phase] = Field(default_factory=dict)
+
+
 class RunResult(_Model):
     schema_version: Literal["1"] = SCHEMA_VERSION
     run_id: str
@@ -214,6 +237,7 @@ class RunResult(_Model):
     plan: dict[str, JsonValue] = Field(default_factory=dict)
     budget: dict[str, JsonValue] = Field(default_factory=dict)
     nodes: list[NodeResult] = Field(default_factory=list)
+    recovery: Recovery | None = None
 
     @model_validator(mode="before")
     @classmethod

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import statistics
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -66,16 +66,20 @@ class Scheduler:
         estimate: float | None = None,
         stall_limit: float | None = None,
         now: float = 0.0,
+        standing: Iterable[str] = (),
     ) -> None:
         """`finish_by`: the change window's end on the caller's monotonic clock. `estimate`: seconds one
         node is expected to take (e.g. from earlier runs) until this run has its own measurements.
         `stall_limit`: how long the capacity floor may hold every remaining node back, with nothing in
         flight, before the run gives up (`aborted_capacity`) instead of waiting forever; `now` is when
-        that clock starts if nothing ever runs."""
+        that clock starts if nothing ever runs. `standing`: nodes outside the batches that still count
+        for the capacity floor (finished by the run being resumed); they are never started, and their
+        health is fed like any other's."""
         self._plan = plan
         self._finish_by = finish_by
         self._estimate = estimate
         self._batch_of = {name: index for index, batch in enumerate(plan.batches) for name in batch}
+        self._standing = frozenset(standing) - self._batch_of.keys()
         self._pending: list[list[str]] = [list(batch) for batch in plan.batches]
         self._in_flight: dict[str, float] = {}
         self._succeeded: list[str] = []
@@ -84,7 +88,9 @@ class Scheduler:
         self._unhealthy = set(plan.unhealthy)
         self._batch_finished_at: dict[int, float] = {}
         self._budget = FailureBudget(
-            plan.failure_budget, len(self._batch_of), canary_batch=plan.canary_bake_seconds is not None
+            plan.failure_budget,
+            len(self._batch_of) + len(self._standing),
+            canary_batch=plan.canary_bake_seconds is not None,
         )
         self._abort: Outcome | None = None
         self._stall_limit = stall_limit
@@ -120,21 +126,24 @@ class Scheduler:
         if not self._pending[batch] and not any(self._batch_of[n] == batch for n in self._in_flight):
             self._batch_finished_at[batch] = now
 
-    def health_changed(self, name: str, healthy: bool) -> None:
-        """A node became unhealthy or left rotation (or came back) outside the run's control."""
-        if name not in self._batch_of:
+    def health_changed(self, name: str, healthy: bool) -> bool:
+        """A node became unhealthy or left rotation (or came back) outside the run's control.
+        True when this fails a canary during its bake (the caller tells the node's lifecycle)."""
+        if name not in self._batch_of and name not in self._standing:
             raise ValueError(f"node {name!r} is not in the plan")
         if name in self._in_flight:
-            return  # the run has it out of rotation; its workflow decides how it ends
+            return False  # the run has it out of rotation; its workflow decides how it ends
         if healthy:
             self._unhealthy.discard(name)
-            return
+            return False
         self._unhealthy.add(name)
         if self._baking_canary() and name in self._succeeded:
             # The bake exists to catch exactly this: the canary's health did not hold.
             self._succeeded.remove(name)
             self._failed.append(name)
             self._record_failure(name)
+            return True
+        return False
 
     def stop_requested(self) -> None:
         """First SIGINT/SIGTERM: start nothing more; nodes in flight finish."""
@@ -278,7 +287,9 @@ class Scheduler:
 
     def _healthy_count(self) -> int:
         return sum(
-            1 for name in self._batch_of if name not in self._unhealthy and name not in self._in_flight
+            1
+            for name in (*self._batch_of, *self._standing)
+            if name not in self._unhealthy and name not in self._in_flight
         )
 
     def _in_flight_text(self) -> str:

@@ -4,6 +4,11 @@ The capacity floor is only as good as the scheduler's picture of the farm: a nod
 the run, outside our control, must count against the floor at once; one that recovers must free it;
 a canary whose health does not hold during its bake must stop the rollout. A round probes every idle
 node (not in flight, not failed by this run) directly, like a balancer's health check would.
+
+Its cost stays proportional to the fleet: rounds are spaced so that at most MAX_PROBES_PER_SECOND
+probes go out, so on a large fleet each node is probed less often (the run, which lasts longer, sends
+each node about the same number of probes); and with no capacity floor only a baking canary is
+probed, since nothing else waits on health.
 """
 
 from __future__ import annotations
@@ -16,10 +21,13 @@ import structlog
 
 from orchestrator.fanout import bounded_map
 from orchestrator.health import HealthChecker, Probe
+from orchestrator.lifecycle import BakeFailed
 from orchestrator.schedule import Scheduler
 from orchestrator.workflow import Workflow
 
 log = structlog.get_logger("orchestrator.run")
+
+MAX_PROBES_PER_SECOND = 25.0
 
 
 class HealthWatch:
@@ -34,6 +42,7 @@ class HealthWatch:
         limit: int,
         on_change: Callable[[], None],
         balancer: Callable[[str], Awaitable[str | None]] | None = None,
+        floor: bool = True,
     ) -> None:
         self._sched = sched
         self._flows = flows
@@ -42,9 +51,16 @@ class HealthWatch:
         self._limit = limit
         self._on_change = on_change
         self._balancer = balancer  # node -> why the balancer does not count it, or None
+        self._floor = floor
+        self._pause = interval
         bad = set(unhealthy)
         self._healthy = {name: name not in bad for name in flows}
         self._finished_at: dict[str, float] = {}
+
+    @property
+    def pause(self) -> float:
+        """Seconds between the end of a round and the next one."""
+        return self._pause
 
     def finished(self, name: str, ok: bool) -> None:
         """A node the run just finished: a probe sent before that moment says nothing about it."""
@@ -54,12 +70,14 @@ class HealthWatch:
 
     async def run(self) -> None:
         while True:
-            await asyncio.sleep(self._interval)
+            await asyncio.sleep(self._pause)
             await self.round()
 
     async def round(self) -> None:
         started = time.monotonic()
-        idle = [n for n in self._flows if self._watched(n)]
+        candidates = self._flows if self._floor else self._sched.canary_baking
+        idle = [n for n in candidates if self._watched(n)]
+        self._pause = max(self._interval, len(idle) / MAX_PROBES_PER_SECOND)
         probes = await bounded_map(self._probe, idle, limit=self._limit)
         changed = False
         for name, probe in zip(idle, probes, strict=True):
@@ -67,17 +85,15 @@ class HealthWatch:
             if stale or not self._watched(name) or probe.ok == self._healthy[name]:
                 continue
             self._healthy[name] = probe.ok
-            was_done = name in self._sched.succeeded
-            self._sched.health_changed(name, probe.ok)
+            bake_failed = self._sched.health_changed(name, probe.ok)
             changed = True
             if probe.ok:
                 log.info("node healthy again", node=name)
-            elif was_done and name in self._sched.failed:
-                # The scheduler counted it as a canary whose health did not hold during the bake.
+            elif bake_failed:
                 log.error(
                     "canary unhealthy during the bake: stopping the rollout", node=name, detail=probe.detail
                 )
-                self._flows[name].bake_failed(probe.detail)
+                self._flows[name].send(BakeFailed(probe.detail))
             else:
                 log.warning("node unhealthy (outside this run)", node=name, detail=probe.detail)
         if changed:

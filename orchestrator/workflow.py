@@ -15,15 +15,27 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol
 
-from orchestrator.actions.base import Action, ActionContext, PhaseFailed
+from orchestrator.actions.base import Action, ActionContext, PhaseFailed, read_services
 from orchestrator.drain import rejoin, take_out, wait_drained
 from orchestrator.health import HealthChecker, HealthSpec, Unhealthy
+from orchestrator.journal import Before
 from orchestrator.lb.base import DrainPolicy, LBError, LoadBalancer
+from orchestrator.lifecycle import (
+    Begin,
+    Effect,
+    Event,
+    Lifecycle,
+    PhaseFinished,
+    PreflightFailed,
+    PreflightPassed,
+    Record,
+    Signal,
+)
+from orchestrator.lifecycle import PhaseFailed as PhaseFailedEvent
 from orchestrator.remote import cmdlets
 from orchestrator.remote.errors import RemoteError
 from orchestrator.remote.session import Session
 from orchestrator.results import (
-    PHASES,
     ErrorInfo,
     NodeOutcome,
     NodeResult,
@@ -83,8 +95,7 @@ class Recorder(Protocol):
         *,
         rotation: Rotation,
         services: dict[str, str],
-        services_before: dict[str, str],
-        outcome: str,
+        outcome: NodeOutcome,
         reason: str | None,
     ) -> None: ...
 
@@ -102,9 +113,11 @@ class Workflow:
     recorder: Recorder
     result: NodeResult = field(init=False)
     ctx: ActionContext = field(init=False)
+    life: Lifecycle = field(init=False)
     _notes: list[str] = field(default_factory=list, init=False)
 
     def __post_init__(self) -> None:
+        self.life = Lifecycle(self.job.name)
         self.result = NodeResult(
             name=self.job.name, host=self.job.host, group=self.job.group, outcome="not_started"
         )
@@ -118,27 +131,57 @@ class Workflow:
 
     # --- entry points ---------------------------------------------------------------------------
 
+    def send(self, event: Event) -> list[Effect]:
+        """Feed the node's lifecycle (the only owner of its fate) and mirror its decision in the
+        result. Records that need no remote call are made here; the rest is returned."""
+        effects = self.life.send(event)
+        self.result.outcome = self.life.outcome
+        self.result.left_out_reason = self.life.reason
+        rest: list[Effect] = []
+        for effect in effects:
+            if isinstance(effect, Record) and not effect.observe:
+                self._record_node(effect)
+            else:
+                rest.append(effect)
+        return rest
+
     async def preflight(self) -> bool:
         """Read-only checks; True when the node may be restarted. Touches nothing."""
-        ok = await self._phase("preflight", self._preflight)
-        if not ok:
-            self.result.outcome = "failed"
-        return ok
+        error = await self._phase("preflight", self._preflight)
+        self.send(PreflightPassed() if error is None else PreflightFailed())
+        return error is None
 
-    def adopt_services_before(self, services: dict[str, str]) -> None:
-        """Resuming: the states recorded before the first attempt decide what must run again."""
-        self.ctx.services_before = dict(services)
-        self.result.services_before = dict(services)
+    async def observe_rotation(self) -> None:
+        """Read the node's rotation from the balancer (read-only), for a node this run leaves alone."""
+        try:
+            membership = await asyncio.wait_for(self.lb.state(self.job.lb_name), self.job.timeouts.preflight)
+        except (LBError, TimeoutError):
+            return  # stays unknown: said as it is
+        self._rotation(membership.rotation)
+
+    def before(self) -> Before:
+        """What ran on the node before this run changes it (after preflight, or adopted)."""
+        return Before(
+            services=dict(self.result.services_before),
+            pools=dict(self.ctx.pools_before),
+            rotation=self.result.rotation,
+        )
+
+    def adopt_before(self, before: Before) -> None:
+        """Picking up an earlier run's node: what ran before *its* first change decides what must
+        run again, not what it left stopped."""
+        self.ctx.services_before = dict(before.services)
+        self.ctx.pools_before = dict(before.pools)
+        self.result.services_before = dict(before.services)
 
     async def restart(self, start_at: Phase = "drain") -> NodeResult:
-        """Run the phases from `start_at` to the end within the node's deadline."""
+        """Run the phases from `start_at` to the end within the node's deadline, as the lifecycle
+        asks, feeding each phase's result back to it."""
         self.result.started_at = utc_now()
-        self.result.outcome = "interrupted"
-        phases = PHASES[PHASES.index(start_at) :]
-        if "drain" not in phases:
+        effects = self.send(Begin(start_at))
+        if start_at not in ("preflight", "drain"):
             self._rotation("out")  # resumed past drain: the earlier run took it out of rotation
         steps: dict[Phase, Callable[[], Awaitable[None]]] = {
-            "preflight": self._preflight,
             "drain": self._drain,
             "stop": lambda: self.job.action.stop(self.ctx),
             "start": lambda: self.job.action.start(self.ctx),
@@ -146,37 +189,41 @@ class Workflow:
             "undrain": self._undrain,
         }
         deadline = time.monotonic() + self.job.timeouts.node
+        final: Record | None = None
         try:
-            for phase in phases:
-                if not await self._phase(phase, steps[phase], deadline):
-                    self.result.outcome = "failed"
-                    break
-            else:
-                self.result.outcome = "done"
+            while effects:
+                effect = effects.pop(0)
+                if isinstance(effect, Record):
+                    final = effect
+                    continue
+                error = await self._phase(effect.phase, steps[effect.phase], deadline)
+                event: Event = (
+                    PhaseFinished(effect.phase)
+                    if error is None
+                    else PhaseFailedEvent(
+                        effect.phase,
+                        error.message,
+                        self.result.rotation,
+                        timed_out=error.kind in ("timed_out", "deadline"),
+                    )
+                )
+                effects.extend(self.send(event))
+        except asyncio.CancelledError:
+            (final,) = (e for e in self.send(Signal(self.result.rotation)) if isinstance(e, Record))
+            raise
         finally:
-            await self._finish()
+            # A bug of ours leaves the lifecycle in its phase: recorded as interrupted there.
+            await self._finish(final or Record(self.life.outcome, self.life.reason, observe=True))
         return self.result
-
-    def bake_failed(self, detail: str) -> None:
-        """A canary whose health did not hold during the bake: not done after all."""
-        self.result.outcome = "failed"
-        self.result.left_out_reason = f"health did not hold during the canary bake: {detail}"
-        self.recorder.node_state(
-            self.job.name,
-            rotation=self.result.rotation,
-            services=self.result.services_after,
-            services_before=self.result.services_before,
-            outcome="failed",
-            reason=self.result.left_out_reason,
-        )
 
     # --- phases ---------------------------------------------------------------------------------
 
     async def _preflight(self) -> None:
-        await self.job.action.preflight(self.ctx)
-        self.result.services_before = dict(self.ctx.services_before)
+        # The balancer first: a node refused by its own checks still has a known rotation.
         membership = await self.lb.state(self.job.lb_name)
         self._rotation(membership.rotation)
+        await self.job.action.preflight(self.ctx)
+        self.result.services_before = dict(self.ctx.services_before)
 
     async def _drain(self) -> None:
         await take_out(self.lb, self.job.lb_name, self._rotation, drained_earlier=self.job.drained_earlier)
@@ -189,7 +236,7 @@ class Workflow:
 
     async def _verify(self) -> None:
         services = self.job.action.watched_services()
-        states = await cmdlets.get_services(self.session, services, timeout=self.job.call_timeout)
+        states = await read_services(self.ctx, services)
         expected = self._expected()
         not_running = sorted(
             s.name for s in states.values() if s.status != "Running" and s.name.upper() in expected
@@ -226,7 +273,8 @@ class Workflow:
 
     async def _phase(
         self, phase: Phase, step: Callable[[], Awaitable[None]], deadline: float | None = None
-    ) -> bool:
+    ) -> ErrorInfo | None:
+        """Run one phase within its timeout; the error that failed it, or None."""
         started = utc_now()
         self._notes.clear()
         self.recorder.phase(self.job.name, phase, "started")
@@ -254,7 +302,7 @@ class Workflow:
             self._record(phase, started, "cancelled", ErrorInfo(kind="cancelled", message="run stopped"))
             raise
         self._record(phase, started, "failed" if error else "ok", error, detail)
-        return error is None
+        return error
 
     def _record(
         self,
@@ -276,28 +324,24 @@ class Workflow:
             )
         )
         self.recorder.phase(self.job.name, phase, outcome, detail, error)
-        # Preflight only reads: whatever it finds, it did not take the node out.
-        if error is not None and phase != "preflight" and self.result.rotation != "in":
-            self.result.left_out_reason = f"{phase} failed: {error.message}"
 
-    async def _finish(self) -> None:
+    async def _finish(self, record: Record) -> None:
         self.result.ended_at = utc_now()
         try:
             states = await asyncio.wait_for(
-                cmdlets.get_services(
-                    self.session, self.job.action.watched_services(), timeout=self.job.call_timeout
-                ),
+                read_services(self.ctx, self.job.action.watched_services()),
                 self.job.call_timeout,
             )
             self.result.services_after = {s.name: s.status for s in states.values()}
         except (RemoteError, TimeoutError):
             pass  # the node may be unreachable; services_after stays empty rather than guessed
-        outcome: NodeOutcome = self.result.outcome
+        self._record_node(record)
+
+    def _record_node(self, record: Record) -> None:
         self.recorder.node_state(
             self.job.name,
             rotation=self.result.rotation,
             services=self.result.services_after,
-            services_before=self.result.services_before,
-            outcome=outcome,
-            reason=self.result.left_out_reason,
+            outcome=record.outcome,
+            reason=record.reason,
         )

@@ -4,8 +4,11 @@ Operators fix inventories from error messages at 2 a.m., so every error must nam
 column and field path. PyYAML's plain loaders drop positions (and silently accept duplicate keys), so
 we compose the node graph ourselves and keep a map from field path to source position.
 
-This module is shared by the orchestrator core and the simulated farm; it depends on nothing else in
-the package.
+A file is untrusted input: aliases are expanded with a bound on the values they add, nesting is
+bounded before the (recursive) composer can exhaust the stack, and a recursive alias is named as
+such, so a hostile file is refused in milliseconds with its position instead of eating memory.
+
+This module depends on nothing else in the package.
 """
 
 from __future__ import annotations
@@ -21,6 +24,17 @@ from pydantic import BaseModel, ValidationError
 
 PathKey = tuple[str | int, ...]
 M = TypeVar("M", bound=BaseModel)
+
+MAX_DEPTH = 32
+"""Nesting levels a document may have; an inventory needs fewer than ten."""
+MAX_ALIAS_VALUES = 10_000
+"""Values that alias expansion may add to a small document (a billion-laughs file adds billions)."""
+ALIAS_RATIO = 10
+"""A larger document may add this many values through aliases for each value it writes out: an
+inventory of thousands of nodes that each name a shared anchor stays well within it, while the work
+stays proportional to the file."""
+MAX_BYTES = 16 * 1024 * 1024
+"""Largest file read; an inventory of thousands of nodes is well under a megabyte."""
 
 
 @dataclass(frozen=True)
@@ -84,14 +98,110 @@ def _pos(node: yaml.Node) -> Position:
     return Position(node.start_mark.line + 1, node.start_mark.column + 1)
 
 
+class _BoundedLoader(yaml.SafeLoader):
+    """The safe loader, refusing nesting deeper than MAX_DEPTH while composing (PyYAML's composer
+    recurses once per level, so a deep file would otherwise end in RecursionError), and keeping
+    where each alias was written so an expansion error can point at it."""
+
+    def __init__(self, stream: str, file: str) -> None:
+        super().__init__(stream)
+        self.file = file
+        self.path: list[str | int] = []
+        self.composed = 0  # values written out (aliases not counted)
+        self.alias_marks: dict[tuple[int, int | None], Position] = {}
+
+    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node | None:
+        event = self.peek_event()  # type: ignore[no-untyped-call]
+        if isinstance(event, yaml.AliasEvent):
+            if (at := _mark(event.start_mark)) is not None:
+                self.alias_marks[_child_key(parent, index)] = at
+            return super().compose_node(parent, index)
+        self.composed += 1
+        if parent is not None:
+            self.path.append(_part(index))
+        try:
+            if len(self.path) > MAX_DEPTH:
+                raise SourceError(
+                    self.file,
+                    _mark(event.start_mark),
+                    format_path(self.path),
+                    f"nested deeper than {MAX_DEPTH} levels",
+                )
+            return super().compose_node(parent, index)
+        finally:
+            if parent is not None:
+                self.path.pop()
+
+
+def _part(index: Any) -> str | int:
+    """The path part of a child being composed: its sequence index, or its mapping key as written."""
+    if isinstance(index, int):
+        return index
+    if isinstance(index, yaml.ScalarNode):
+        return str(index.value)
+    return "(key)"
+
+
+def _child_key(parent: yaml.Node | None, index: Any) -> tuple[int, int | None]:
+    """A child's place in the composed graph: (parent, sequence index or mapping key node)."""
+    if isinstance(index, int):
+        return id(parent), index
+    return id(parent), None if index is None else id(index)
+
+
+def _mark(mark: Any) -> Position | None:
+    return None if mark is None else Position(mark.line + 1, mark.column + 1)
+
+
 class _Builder:
-    def __init__(self, file: str) -> None:
+    def __init__(
+        self, file: str, alias_marks: dict[tuple[int, int | None], Position], alias_limit: int
+    ) -> None:
         self.file = file
         self.positions: dict[PathKey, Position] = {}
         self._constructor = yaml.SafeLoader("")  # only used to resolve scalars to Python types
+        self._alias_marks = alias_marks
+        self._open: set[int] = set()  # nodes being built: meeting one again is a recursive alias
+        self._alias: tuple[Position, PathKey] | None = None  # the outermost alias being expanded
+        self._alias_values = 0
+        self._alias_limit = alias_limit
+
+    def child(self, parent: yaml.Node, index: int | yaml.Node, node: yaml.Node, path: PathKey) -> Any:
+        at = self._alias_marks.get(_child_key(parent, index))
+        if at is None or self._alias is not None:
+            return self.build(node, path)
+        self._alias = (at, path)
+        try:
+            return self.build(node, path)
+        finally:
+            self._alias = None
 
     def build(self, node: yaml.Node, path: PathKey) -> Any:
+        if self._alias is not None:
+            self._alias_values += 1
+            if self._alias_values > self._alias_limit:
+                at, where = self._alias
+                raise SourceError(
+                    self.file,
+                    at,
+                    _fmt(where),
+                    f"aliases expand to more than {self._alias_limit} values; write the values out",
+                )
+        if id(node) in self._open:
+            at, where = self._alias or (_pos(node), path)
+            raise SourceError(self.file, at, _fmt(where), "recursive alias: a value cannot contain itself")
+        if len(path) > MAX_DEPTH:
+            raise SourceError(self.file, _pos(node), _fmt(path), f"nested deeper than {MAX_DEPTH} levels")
         self.positions[path] = _pos(node)
+        if isinstance(node, yaml.ScalarNode):
+            return self.build_scalar(node, path)
+        self._open.add(id(node))
+        try:
+            return self._build_collection(node, path)
+        finally:
+            self._open.discard(id(node))
+
+    def _build_collection(self, node: yaml.Node, path: PathKey) -> Any:
         if isinstance(node, yaml.MappingNode):
             out: dict[Any, Any] = {}
             for key_node, value_node in node.value:
@@ -107,18 +217,22 @@ class _Builder:
                 if key in out:
                     raise SourceError(self.file, _pos(key_node), _fmt((*path, key)), f"duplicate key {key!r}")
                 child = (*path, key)
-                out[key] = self.build(value_node, child)
+                out[key] = self.child(node, key_node, value_node, child)
                 # The key's own line is where an operator looks for the field.
                 self.positions[child] = _pos(key_node)
             return out
-        if isinstance(node, yaml.SequenceNode):
-            return [self.build(item, (*path, i)) for i, item in enumerate(node.value)]
-        return self.build_scalar(node, path)
+        assert isinstance(node, yaml.SequenceNode)
+        return [self.child(node, i, item, (*path, i)) for i, item in enumerate(node.value)]
 
     def build_scalar(self, node: yaml.Node, path: PathKey) -> Any:
         if not isinstance(node, yaml.ScalarNode):
             raise SourceError(self.file, _pos(node), _fmt(path), "expected a plain value here")
-        return self._constructor.construct_object(node, deep=True)
+        try:
+            return self._constructor.construct_object(node, deep=True)
+        except (ValueError, yaml.YAMLError) as exc:
+            # A number too long for Python to convert, or a timestamp on the 31st of February.
+            reason = "a number this long is not a valid value" if "digits" in str(exc) else str(exc)
+            raise SourceError(self.file, _pos(node), _fmt(path), f"unreadable value: {reason}") from None
 
 
 def _fmt(path: PathKey) -> str:
@@ -127,17 +241,20 @@ def _fmt(path: PathKey) -> str:
 
 def parse(text: str, file: str) -> Document:
     """Parse YAML text; syntax errors and duplicate keys become SourceError."""
+    loader = _BoundedLoader(text, file)
     try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        node = loader.get_single_node()
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         pos = Position(mark.line + 1, mark.column + 1) if mark is not None else None
         raise SourceError(file, pos, "(document)", f"invalid YAML: {exc.problem or exc}") from None
     except yaml.YAMLError as exc:
         raise SourceError(file, None, "(document)", f"invalid YAML: {exc}") from None
+    finally:
+        loader.dispose()
     if node is None:
         return Document(file, None, {})
-    builder = _Builder(file)
+    builder = _Builder(file, loader.alias_marks, max(MAX_ALIAS_VALUES, ALIAS_RATIO * loader.composed))
     data = builder.build(node, ())
     return Document(file, data, builder.positions)
 
@@ -145,7 +262,13 @@ def parse(text: str, file: str) -> Document:
 def load(path: str | Path) -> Document:
     p = Path(path)
     try:
-        text = p.read_text(encoding="utf-8")
+        if p.is_dir():
+            raise SourceError(str(p), None, "(file)", "is a directory, not an inventory file")
+        with p.open("rb") as f:
+            raw = f.read(MAX_BYTES + 1)
+        if len(raw) > MAX_BYTES:
+            raise SourceError(str(p), None, "(file)", f"larger than {MAX_BYTES // (1024 * 1024)} MiB")
+        text = raw.decode("utf-8")
     except FileNotFoundError:
         raise SourceError(str(p), None, "(file)", "file not found") from None
     except UnicodeDecodeError as exc:

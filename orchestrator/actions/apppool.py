@@ -28,6 +28,7 @@ class AppPoolRecycle:
         for pool in self.pools:
             # A missing pool raises not_found now rather than half-way through the run.
             state = await cmdlets.app_pool_state(ctx.session, pool, timeout=ctx.call_timeout)
+            ctx.pools_before[pool] = state
             ctx.note(f"app pool {pool}: {state}")
 
     async def stop(self, ctx: ActionContext) -> None:

@@ -17,8 +17,8 @@ from orchestrator.actions.base import (
     backoff,
     kill_workers,
     reconnect,
-    start_and_wait,
-    stop_and_wait,
+    start_services,
+    stop_services,
 )
 from orchestrator.remote import cmdlets
 from orchestrator.results import ErrorInfo
@@ -46,6 +46,7 @@ class ServiceRestart:
         self.stop_set: list[str] = []
         self.requires: dict[str, list[str]] = {}
         self.detached_pid: int | None = None
+        self._escalated: set[str] = set()
 
     def watched_services(self) -> Sequence[str]:
         """The restarted services and those they depend on: all must run before the node is back."""
@@ -59,23 +60,35 @@ class ServiceRestart:
 
     async def preflight(self, ctx: ActionContext) -> None:
         timeout = ctx.call_timeout
-        # Services missing on the node raise not_found here, before anything is touched. From here
-        # on names are spelled as Windows spells them (an inventory may say `w3svc`).
-        found = await cmdlets.get_services(ctx.session, self.targets, timeout=timeout)
+        # One pipeline reads the targets and everything depending on them, each ServiceController with
+        # its dependency arrays. Services missing on the node raise not_found here, before anything
+        # is touched. From here on names are spelled as Windows spells them (an inventory may say
+        # `w3svc`).
+        graph_read = await cmdlets.read_service_graph(ctx.session, self.targets, timeout=timeout)
+        found = graph_read.found
         self.targets = [found[t.upper()].name for t in self.targets]
         self.start_roots = [found[r.upper()].name if r.upper() in found else r for r in self.start_roots]
-        closure: dict[str, str] = {}
-        todo = list(self.targets)
+        closure = {key: state.name for key, state in found.items()}
+        # Windows lists every dependent, direct or not; should a node list only direct ones, the
+        # lookups below complete the set, one service at a time.
+        todo = [d for deps in graph_read.dependents.values() for d in deps if d.upper() not in closure]
+        todo += [n for n in closure.values() if n not in graph_read.dependents]
         while todo:
             name = todo.pop()
-            if name.upper() in closure:
+            if name.upper() in closure and name in graph_read.dependents:
                 continue
             closure[name.upper()] = name
-            todo.extend(await cmdlets.related_services(ctx.session, name, dependents=True, timeout=timeout))
-        for name in closure.values():
-            self.requires[name] = await cmdlets.related_services(
-                ctx.session, name, dependents=False, timeout=timeout
+            graph_read.dependents[name] = await cmdlets.related_services(
+                ctx.session, name, dependents=True, timeout=timeout
             )
+            todo.extend(d for d in graph_read.dependents[name] if d.upper() not in closure)
+        for name in closure.values():
+            if name in graph_read.requires:
+                self.requires[name] = graph_read.requires[name]
+            else:
+                self.requires[name] = await cmdlets.related_services(
+                    ctx.session, name, dependents=False, timeout=timeout
+                )
         if WINRM in closure and not self.detached:
             raise PhaseFailed(
                 ErrorInfo(
@@ -87,8 +100,13 @@ class ServiceRestart:
                 )
             )
         self.stop_set = graph.stop_order(closure.values(), self.requires)
-        states = await cmdlets.get_services(ctx.session, self.watched_services(), timeout=timeout)
-        ctx.services_before = {s.name: s.status for s in states.values()}
+        known = {**graph_read.nested, **found}
+        watched = self.watched_services()
+        if any(n.upper() not in known for n in watched):
+            known.update(await cmdlets.get_services(ctx.session, watched, timeout=timeout))
+        ctx.services_before = {known[n.upper()].name: known[n.upper()].status for n in watched}
+        # The stop starts from this read: it is taken after the last control (there was none).
+        ctx.observed = {n.upper(): known[n.upper()] for n in watched}
         ctx.note(f"stop order: {' -> '.join(self.stop_set)}")
 
     def _wanted(self, ctx: ActionContext) -> list[str]:
@@ -99,16 +117,15 @@ class ServiceRestart:
 
     async def stop(self, ctx: ActionContext) -> None:
         if self.detached:
+            ctx.observed = None
             await self._run_detached(ctx)
             return
-        for name in self.stop_set:
-            try:
-                await asyncio.wait_for(stop_and_wait(ctx, name), self.stop_timeout)
-            except TimeoutError:
-                await self._stop_timed_out(ctx, name)
+        await stop_services(
+            ctx, self.stop_set, self.requires, limit=self.stop_timeout, timed_out=self._stop_timed_out
+        )
 
-    async def _stop_timed_out(self, ctx: ActionContext, name: str) -> None:
-        status = await _status_or_unknown(ctx, name)
+    async def _stop_timed_out(self, ctx: ActionContext, name: str, status: str) -> None:
+        """Fail the phase, or (kill-workers) end the IIS workers once and give `name` another limit."""
         if ctx.escalation != "kill-workers":
             raise PhaseFailed(
                 ErrorInfo(
@@ -118,25 +135,24 @@ class ServiceRestart:
                     target=name,
                 ),
                 detail="escalation is 'none': the node stays out of rotation with its services as they are",
-            ) from None
-        await kill_workers(ctx)
-        try:
-            await asyncio.wait_for(stop_and_wait(ctx, name), self.stop_timeout)
-        except TimeoutError:
+            )
+        if name in self._escalated:
             raise PhaseFailed(
                 ErrorInfo(
                     kind="timed_out",
                     message=f"{name} did not stop within {self.stop_timeout:g}s even after kill-workers",
                     target=name,
                 )
-            ) from None
+            )
+        self._escalated.add(name)
+        await kill_workers(ctx)
 
     async def start(self, ctx: ActionContext) -> None:
         wanted = self._wanted(ctx)
         if self.detached_pid is not None:
+            ctx.observed = None
             await self._wait_detached(ctx, self.detached_pid)
-        for name in wanted:
-            await start_and_wait(ctx, name)
+        await start_services(ctx, wanted, self.watched_services())
 
     async def _run_detached(self, ctx: ActionContext) -> None:
         """Stop and start in one process outside the WinRM shell's job object: the stop takes WinRM
@@ -163,14 +179,6 @@ class ServiceRestart:
                 ctx.note(f"detached process {pid} finished{dropped}")
                 return
             await asyncio.sleep(pause())
-
-
-async def _status_or_unknown(ctx: ActionContext, name: str) -> str:
-    try:
-        states = await cmdlets.get_services(ctx.session, [name], timeout=ctx.call_timeout)
-        return states[name.upper()].status
-    except Exception:  # only for the message; the timeout is the error we report
-        return "unknown"
 
 
 def iis_restart(*, stop_timeout: float) -> ServiceRestart:

@@ -15,8 +15,10 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from orchestrator import yamlsource
+from orchestrator.addresses import host_key
 from orchestrator.inventory.model import (
     _NODE_OWN_KEYS,
     CredentialsRef,
@@ -28,10 +30,13 @@ from orchestrator.inventory.model import (
     NodeHealth,
     NodeSpec,
     NodeTransport,
+    Notify,
     Rollout,
     Settings,
 )
 from orchestrator.inventory.values import DEFAULT_PORTS
+from orchestrator.lease import LeaseTimes
+from orchestrator.store import PgJournal, StoreError, is_url
 from orchestrator.yamlsource import Document, PathKey, SourceError
 
 # --- the loaded inventory -----------------------------------------------------------------------------
@@ -75,11 +80,14 @@ class Inventory:
     rollout: Rollout
     load_balancer: LoadBalancer
     """The first (or only) balancer; `load_balancers` has every instance."""
-    journal: Path
+    journal: Path | PgJournal
     warnings: tuple[str, ...]
     """Accepted but risky settings, formatted like errors (file:line:col: field: message)."""
     _document: Document = field(repr=False)
     _origins: Mapping[str, _Origins] = field(repr=False)
+    notify: Notify = field(default_factory=Notify)
+    journal_keep_days: float = 365
+    lease: LeaseTimes = field(default_factory=lambda: LeaseTimes())
     load_balancers: tuple[LoadBalancer, ...] = ()
     """Every balancer instance in front of the nodes, in the file's order."""
 
@@ -146,10 +154,17 @@ class _Loader:
             rollout=self.raw.rollout,
             load_balancer=self._balancers()[0],
             load_balancers=tuple(self._balancers()),
-            journal=self.beside_inventory(self.raw.journal),
+            journal=self._journal(),
             warnings=tuple(self.warnings),
             _document=self.doc,
             _origins=origins,
+            notify=self.raw.notify,
+            journal_keep_days=self.raw.journal_keep_days,
+            lease=LeaseTimes(
+                lease=self.raw.journal_lease_seconds,
+                heartbeat=self.raw.journal_heartbeat_seconds,
+                outage=self.raw.journal_outage_seconds,
+            ),
         )
 
     def fail(self, path: PathKey, message: str) -> SourceError:
@@ -257,14 +272,16 @@ class _Loader:
                 raise self.fail(
                     ("nodes", index, "name"), f"duplicate node name {node.name!r}, first at nodes[{first}]"
                 )
-        addresses: dict[str, NodeSpec] = {}
+        addresses: dict[tuple[str, int], NodeSpec] = {}
         lb_names: dict[str, NodeSpec] = {}
         for index, node in enumerate(nodes):
-            address = f"{node.host.lower()}:{node.transport.port}"
-            if (other := addresses.setdefault(address, node)) is not node:
+            key = host_key(node.host)
+            if (other := addresses.setdefault((key, node.transport.port), node)) is not node:
+                spelled = f" ({node.host} is {key})" if key != node.host else ""
                 raise self.fail(
                     ("nodes", index, "host"),
-                    f"{node.host} port {node.transport.port} is also node {other.name!r}",
+                    f"{node.host} port {node.transport.port} is also node {other.name!r} "
+                    f"({other.host}){spelled}: one machine would be restarted twice",
                 )
             if (other := lb_names.setdefault(node.lb_name, node)) is not node:
                 raise origins[node.name].error(
@@ -292,6 +309,23 @@ class _Loader:
             raise self.fail((*here, "window"), "window applies to strategy: window; this rollout uses batch")
         if "seed" in given and rollout.order != "shuffle":
             self.warn((*here, "seed"), f"seed has no effect with order: {rollout.order}")
+
+    def _journal(self) -> Path | PgJournal:
+        raw = self.raw
+        if raw.journal_heartbeat_seconds * 2 > raw.journal_lease_seconds:
+            raise self.fail(
+                ("journal_heartbeat_seconds",),
+                f"a heartbeat every {raw.journal_heartbeat_seconds:g} s does not keep a "
+                f"{raw.journal_lease_seconds:g} s lease (journal_lease_seconds): beat at least twice a lease",
+            )
+        if not is_url(raw.journal) and "://" not in raw.journal:
+            if raw.journal_password_env is not None:
+                raise self.fail(("journal_password_env",), "applies to a postgresql:// journal, not a file")
+            return self.beside_inventory(raw.journal)
+        try:
+            return PgJournal(raw.journal, raw.journal_password_env)
+        except StoreError as exc:
+            raise self.fail(("journal",), str(exc)) from None
 
     def _balancers(self) -> list[LoadBalancer]:
         return list(self.raw.load_balancers) or [self.raw.load_balancer]
@@ -424,6 +458,9 @@ class _NodeResolver:
             origin.group(0) + w if w.startswith("/") else w
             for w in (self._substitute(t, url=True) for t in h.warmup_urls)
         ]
+        self._check_url_host(url, ("health", "url"))
+        for index, warmup in enumerate(warmups):
+            self._check_url_host(warmup, ("health", "warmup_urls", index))
         if not url.startswith("https://"):
             for key in ("ca_file", "tls_verify"):
                 if getattr(h, key) != Health.model_fields[key].default:
@@ -437,6 +474,24 @@ class _NodeResolver:
             )
         return NodeHealth.model_validate(
             h.model_dump() | {"url": url, "warmup_urls": warmups, "ca_file": self._path(h.ca_file)}
+        )
+
+    def _check_url_host(self, url: str, setting: PathKey) -> None:
+        """A health check proves something about this node only if it asks this node."""
+        try:
+            parts = urlsplit(url)
+            host = parts.hostname or ""
+            parts.port  # noqa: B018 - reading it validates it
+        except ValueError as exc:
+            raise self.fail(f"not a valid URL: {exc}", setting) from None
+        if not host:
+            raise self.fail("the URL has no host", setting)
+        if self.settings.health.allow_other_host or host_key(host) == host_key(self.entry.host):
+            return
+        raise self.fail(
+            f"the URL's host {host} is not this node's host {self.entry.host}: a check of another machine "
+            "says nothing about this node; use {host}, or set health.allow_other_host: true",
+            setting,
         )
 
     def _substitute(self, template: str, *, url: bool) -> str:

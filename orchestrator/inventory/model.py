@@ -17,6 +17,7 @@ from pydantic import (
 )
 
 from orchestrator.inventory.values import (
+    AppPoolName,
     AwareDatetime,
     EnvName,
     Host,
@@ -28,6 +29,7 @@ from orchestrator.inventory.values import (
     NodeFloor,
     NonNegativeSeconds,
     Seconds,
+    ServiceName,
     Share,
     Text,
     UrlTemplate,
@@ -39,7 +41,11 @@ from orchestrator.inventory.values import (
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, use_attribute_docstrings=True)
+    # allow_inf_nan=False: `.inf` as a timeout would mean "wait forever", `.nan` compares false with
+    # every bound; neither is a number an operator meant.
+    model_config = ConfigDict(
+        extra="forbid", frozen=True, strict=True, use_attribute_docstrings=True, allow_inf_nan=False
+    )
 
 
 class Transport(_Model):
@@ -104,9 +110,10 @@ class Action(_Model):
     """iis-restart: stop WAS (and its dependents) gracefully, start W3SVC; services: the listed
     services; apppool-recycle: recycle the listed application pools; http-restart: restart HTTP.sys
     (drops WinRM, so it must run detached)."""
-    services: list[Annotated[str, Field(min_length=1, pattern=r"^[^/\\]+$")]] = []
-    """For type services: service names; stopped dependents first, started in dependency order."""
-    app_pools: list[Text] = []
+    services: list[ServiceName] = []
+    """For type services: service names (not display names, no wildcards); stopped dependents first,
+    started in dependency order."""
+    app_pools: list[AppPoolName] = []
     """For type apppool-recycle: application pool names."""
     detached: bool = False
     """Run stop/start detached on the node, so losing the WinRM connection does not cut it short."""
@@ -136,6 +143,9 @@ class Health(_Model):
     the system's trusted CAs."""
     tls_verify: bool = True
     """Verify an https health URL's certificate. May only be turned off on a node, never for a group."""
+    allow_other_host: bool = False
+    """Accept a health or warm-up URL on another host than the node's. By default refused: a check of
+    another machine (a shared balancer address, a copy-pasted host) says nothing about this node."""
 
 
 class NodeHealth(Health):
@@ -385,6 +395,49 @@ class LoadBalancer(_Model):
     again and fails."""
 
 
+def _check_webhook_url(value: str) -> str:
+    if not re.match(r"https?://[^/\s]+", value):
+        raise ValueError("expected an http:// or https:// URL")
+    return value
+
+
+class Webhook(_Model):
+    """An HTTP endpoint told when a run starts, finishes or aborts (POST, JSON). Exactly one of url
+    and url_env."""
+
+    url: Annotated[str, AfterValidator(_check_webhook_url)] | None = None
+    """The endpoint. Chat webhook URLs are often secrets themselves: prefer url_env."""
+    url_env: EnvName | None = None
+    """Environment variable holding the endpoint's URL; read when the run starts, never logged."""
+    token_env: EnvName | None = None
+    """Environment variable with a bearer token sent as `Authorization: Bearer ...`; never logged."""
+    on: Annotated[list[Literal["start", "finish", "abort"]], Field(min_length=1)] = [
+        "start",
+        "finish",
+        "abort",
+    ]
+    """Which moments to report: start (the run holds its lock), finish (succeeded or partial), abort
+    (any other outcome: budget, window, signal, capacity, preflight refused, internal error)."""
+    format: Literal["json", "text"] = "json"
+    """json: the full payload; text: `{"text": "<one-line summary>"}`, which chat tools post as is."""
+    timeout: Seconds = 5.0
+    """Seconds per attempt."""
+    retries: Annotated[int, Field(ge=0, le=5)] = 2
+    """Further attempts after a failed one (connection error, timeout, a status other than 2xx)."""
+
+    @model_validator(mode="after")
+    def _one_url(self) -> Webhook:
+        if (self.url is None) == (self.url_env is None):
+            raise ValueError("a webhook needs exactly one of url and url_env")
+        return self
+
+
+class Notify(_Model):
+    """Who is told about runs. A notification that fails is logged and never fails the run."""
+
+    webhooks: list[Webhook] = []
+
+
 def _check_version(value: int) -> int:
     if value != 1:
         raise ValueError(f"unsupported inventory version {value}; this orchestrator reads version 1")
@@ -410,7 +463,23 @@ class InventoryFile(_Model):
     """Several balancer instances in front of the same nodes (an HA pair, two tiers): a node is out
     only when out on every one. Instead of load_balancer, not beside it."""
     journal: Text = ".orchestrator/journal.sqlite"
-    """SQLite run journal, relative to the inventory file."""
+    """The run journal: a SQLite file, relative to the inventory file, or a postgresql:// URL (no
+    password in it) shared by several controllers."""
+    journal_password_env: EnvName | None = None
+    """The environment variable holding the PostgreSQL journal's password; without it, libpq's own
+    places (PGPASSWORD, ~/.pgpass)."""
+    journal_lease_seconds: Annotated[float, Field(gt=0, le=3600)] = 30
+    """How long a run's lease on the farm outlives its last heartbeat before another run may take
+    the farm over."""
+    journal_heartbeat_seconds: Annotated[float, Field(gt=0, le=600)] = 5
+    """How often a run renews its lease; well under journal_lease_seconds."""
+    journal_outage_seconds: Annotated[float, Field(ge=0, le=3600)] = 20
+    """How long a journal write waits for an unreachable database before the run stops starting
+    nodes."""
+    journal_keep_days: Annotated[float, Field(gt=0)] = 365
+    """Finished runs older than this many days are pruned from the journal when a run ends; a run
+    with no recorded end (in progress, or its process died) is never pruned."""
+    notify: Notify = Notify()
     sim: Any = None
     """An extension slot: the simulated farm's settings, read by the farm; not modelled here."""
 

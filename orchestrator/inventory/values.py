@@ -136,6 +136,55 @@ def _check_host(value: str) -> str:
 Host = Annotated[str, AfterValidator(_check_host)]
 
 
+# PowerShell reads -Name of the service and WebAdministration cmdlets as a wildcard pattern
+# (WildcardPattern: * ? [ ] and ` to escape), so `W3*` would stop every service it matches.
+_WILDCARDS = "*?[]`"
+
+
+def _windows_name(what: str, forbidden: str, max_length: int, rule: str) -> Callable[[str], str]:
+    def check(value: str) -> str:
+        if not value:
+            raise ValueError(f"a {what} cannot be empty")
+        if len(value) > max_length:
+            raise ValueError(f"a {what} has at most {max_length} characters; this one has {len(value)}")
+        for char in value:
+            if char in _WILDCARDS:
+                raise ValueError(
+                    f"{value!r} is not one {what}: {char!r} is a wildcard to PowerShell, which would act "
+                    f"on every {what} it matches; give the exact name"
+                )
+            if not char.isprintable():
+                raise ValueError(f"{value!r} is not a {what}: it contains the control character {char!r}")
+            if char in forbidden:
+                raise ValueError(f"{value!r} is not a {what}: {char!r} is not allowed ({rule})")
+        if value != value.strip():
+            raise ValueError(f"{value!r} is not a {what}: it starts or ends with a space")
+        return value
+
+    return check
+
+
+ServiceName = Annotated[
+    str,
+    AfterValidator(_windows_name("service name", "/\\", 256, "Windows service names cannot contain / or \\")),
+]
+"""A service's name as the service control manager knows it (CreateService: at most 256 characters,
+no / or \\), and no PowerShell wildcard or control character."""
+AppPoolName = Annotated[
+    str,
+    AfterValidator(
+        _windows_name(
+            "application pool name",
+            '?:@&=,/\\<>"*|',
+            256,
+            'IIS Manager refuses ? : @ & = , / \\ < > " * | in application pool names',
+        )
+    ),
+]
+"""An IIS application pool name: none of the characters IIS Manager refuses, no wildcard or control
+character."""
+
+
 def _template_checker(
     placeholders: tuple[str, ...], kind: Literal["url", "url_or_path", "text"]
 ) -> Callable[[str], str]:

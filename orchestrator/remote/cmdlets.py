@@ -6,7 +6,7 @@ JEA endpoint in NoLanguage mode that exposes only these cmdlets.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -14,7 +14,7 @@ from orchestrator.remote.errors import RemoteError, prop
 from orchestrator.remote.session import Cmd, Invocation, Session
 from orchestrator.results import ErrorInfo
 
-# ServiceControllerStatus values (windows-fidelity §1), for serializers that send the bare number.
+# ServiceControllerStatus values (docs/windows-fidelity.md §1), for serializers that send the bare number.
 _STATUS_BY_VALUE = {
     1: "Stopped",
     2: "StartPending",
@@ -66,16 +66,114 @@ def _raise_first(inv: Invocation, *, ignore: Iterable[str] = ()) -> None:
         raise RemoteError(ErrorInfo(kind="remote", message="the remote pipeline failed"))
 
 
-async def get_services(session: Session, names: Iterable[str], *, timeout: float) -> dict[str, ServiceState]:
-    """Current state of the named services; a missing one raises RemoteError(kind=not_found)."""
-    inv = await session.invoke(Cmd.of("Get-Service", Name=sorted(set(names))), timeout=timeout)
-    _raise_first(inv)
+def _state_of(obj: Any) -> ServiceState:
+    st = prop(obj, "StartType")
+    return ServiceState(_name_of(obj), status_name(prop(obj, "Status")), None if st is None else str(st))
+
+
+def _states(objects: Iterable[Any]) -> dict[str, ServiceState]:
+    """By upper-cased name; a service read twice in one pipeline keeps its last (newest) state."""
     out: dict[str, ServiceState] = {}
-    for obj in inv.output:
-        st = prop(obj, "StartType")
-        state = ServiceState(_name_of(obj), status_name(prop(obj, "Status")), None if st is None else str(st))
+    for obj in objects:
+        state = _state_of(obj)
         out[state.name.upper()] = state
     return out
+
+
+async def get_services(session: Session, names: Iterable[str], *, timeout: float) -> dict[str, ServiceState]:
+    """Current state of the named services; a missing one raises RemoteError(kind=not_found)."""
+    inv = await session.invoke(read_request(names), timeout=timeout)
+    _raise_first(inv)
+    return _states(inv.output)
+
+
+def read_request(names: Iterable[str]) -> Cmd:
+    return Cmd.of("Get-Service", Name=sorted(set(names)))
+
+
+def stop_request(names: Sequence[str], *, wait: bool) -> Cmd:
+    """Stop-Service; with `wait` the cmdlet itself waits for Stopped (no limit of its own: the call
+    timeout bounds it), without it the control is sent and the call returns (-NoWait)."""
+    return (
+        Cmd.of("Stop-Service", Name=list(names))
+        if wait
+        else Cmd.of("Stop-Service", "NoWait", Name=list(names))
+    )
+
+
+def start_request(name: str) -> Cmd:
+    """Start-Service waits for Running (it has no -NoWait); the call timeout bounds it."""
+    return Cmd.of("Start-Service", Name=[name])
+
+
+@dataclass
+class Controlled:
+    """What one control pipeline ended with: the states read last, and the errors of its controls
+    (not raised: the caller decides which ones Windows expects)."""
+
+    states: dict[str, ServiceState]
+    errors: list[ErrorInfo]
+
+
+async def control_and_read(
+    session: Session, controls: Sequence[Cmd], read: Iterable[str], *, timeout: float
+) -> Controlled:
+    """The controls, each a statement of its own and in order, then one Get-Service of `read`, all
+    in one pipeline: a control round and the observation after it cost one remote call.
+    A terminating error (the pipeline failed) raises."""
+    inv = await session.invoke_statements([*([c] for c in controls), [read_request(read)]], timeout=timeout)
+    if inv.failed:
+        _raise_first(inv)
+    return Controlled(_states(inv.output), list(inv.errors))
+
+
+@dataclass(frozen=True)
+class ServiceGraph:
+    """The targets and every service depending on them, read in one pipeline."""
+
+    found: dict[str, ServiceState]  # by upper-cased name: the targets and their dependents
+    requires: dict[str, list[str]]  # Windows name -> the services it depends on (ServicesDependedOn)
+    dependents: dict[str, list[str]]  # Windows name -> the services depending on it (DependentServices)
+    nested: dict[str, ServiceState]  # states of the services depended on, from the nested objects
+
+
+async def read_service_graph(session: Session, targets: Sequence[str], *, timeout: float) -> ServiceGraph:
+    """`Get-Service -Name T; Get-Service -Name T -DependentServices`: each ServiceController carries
+    its own DependentServices and ServicesDependedOn, so one pipeline gives the graph that took a
+    lookup per service. A missing target raises RemoteError(kind=not_found). An array whose entries
+    come back without names (a shallower serialization) is left out of `requires`/`dependents`."""
+    names = sorted(set(targets))
+    inv = await session.invoke_statements(
+        [[Cmd.of("Get-Service", Name=names)], [Cmd.of("Get-Service", "DependentServices", Name=names)]],
+        timeout=timeout,
+    )
+    _raise_first(inv)
+    return service_graph(inv.output)
+
+
+def service_graph(objects: Iterable[Any]) -> ServiceGraph:
+    """The graph carried by ServiceController objects (pure: what `read_service_graph` decodes)."""
+    found: dict[str, ServiceState] = {}
+    requires: dict[str, list[str]] = {}
+    dependents: dict[str, list[str]] = {}
+    nested: dict[str, ServiceState] = {}
+    for obj in objects:
+        state = _state_of(obj)
+        found[state.name.upper()] = state
+        for bag, into in (("ServicesDependedOn", requires), ("DependentServices", dependents)):
+            entries = prop(obj, bag)
+            if not isinstance(entries, list):
+                continue
+            named = [e for e in entries if prop(e, "ServiceName") or prop(e, "Name")]
+            if len(named) != len(entries):
+                continue
+            into[state.name] = [_name_of(e) for e in named]
+            if bag == "ServicesDependedOn":
+                for entry in named:
+                    if prop(entry, "Status") is not None:
+                        dep = _state_of(entry)
+                        nested[dep.name.upper()] = dep
+    return ServiceGraph(found, requires, dependents, nested)
 
 
 async def related_services(session: Session, name: str, *, dependents: bool, timeout: float) -> list[str]:
@@ -84,27 +182,6 @@ async def related_services(session: Session, name: str, *, dependents: bool, tim
     inv = await session.invoke(Cmd.of("Get-Service", switch, Name=name), timeout=timeout)
     _raise_first(inv)
     return [_name_of(obj) for obj in inv.output]
-
-
-async def stop_service(session: Session, name: str, *, timeout: float) -> ErrorInfo | None:
-    """Send the stop control without waiting. Returns a 1061 ('busy') error instead of raising it,
-    because a service in a pending state answers 1061 and the caller keeps waiting."""
-    inv = await session.invoke(Cmd.of("Stop-Service", "NoWait", Name=name), timeout=timeout)
-    return _control_result(inv)
-
-
-async def start_service(session: Session, name: str, *, timeout: float) -> ErrorInfo | None:
-    """Start the service. Start-Service has no -NoWait: it waits for Running with no limit of its own,
-    so the caller bounds it with the call timeout (the pipeline is then stopped) and polls the state
-    itself afterwards. 1061 is returned, not raised."""
-    inv = await session.invoke(Cmd.of("Start-Service", Name=name), timeout=timeout)
-    return _control_result(inv)
-
-
-def _control_result(inv: Invocation) -> ErrorInfo | None:
-    busy = next((e for e in inv.errors if e.kind == "cannot_accept_control"), None)
-    _raise_first(inv, ignore={"cannot_accept_control"})
-    return busy
 
 
 async def worker_process_ids(session: Session, *, timeout: float) -> list[int]:

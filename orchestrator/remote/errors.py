@@ -12,7 +12,7 @@ from typing import Any
 
 from orchestrator.results import ErrorInfo
 
-# Win32 codes we act on (windows-fidelity §2).
+# Win32 codes we act on (docs/windows-fidelity.md §2).
 ACCESS_DENIED = 5
 SERVICE_REQUEST_TIMEOUT = 1053
 SERVICE_DISABLED = 1058
@@ -44,7 +44,7 @@ _KIND_BY_ERROR_ID = {
     "ServiceIsDependentOnNoForce": "dependent_services",
 }
 
-# WS-Man quota faults (windows-fidelity §5).
+# WS-Man quota faults (docs/windows-fidelity.md §5).
 _QUOTA_FAULTS = {0x803381A5, 0x803381A6, 0x80338111, *range(0x803381E4, 0x803381EA)}
 WSMAN_TIMED_OUT = 2150858793
 
@@ -114,7 +114,10 @@ def classify_record(record: Any) -> ErrorInfo:
         kind = _KIND_BY_CODE.get(code)
     if kind is None and any("TimeoutException" in str(prop(e, "ClassName") or "") for e in chain):
         kind = "timed_out"
-    target = getattr(record, "target_name", None) or None
+    # ServiceCommandException names its service; the record's TargetName is the target object's
+    # ToString, which for a ServiceController is only its type name.
+    service = prop(chain[0], "ServiceName") if chain else None
+    target = str(service) if service else (getattr(record, "target_name", None) or None)
     return ErrorInfo(kind=kind or "remote", message=message, code=code, fqid=fqid or None, target=target)
 
 

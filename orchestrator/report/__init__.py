@@ -1,5 +1,6 @@
-"""Reports of a run: JSON (with its schema), a JSONL event stream, JUnit XML, an HTML timeline and
-the console summary and live progress. Every one scrubs registered secrets before writing."""
+"""Reports of a run: JSON (with its schema), a JSONL event stream, JUnit XML, an HTML timeline,
+Prometheus metrics, the console summary and live progress. Every one scrubs registered secrets
+before writing."""
 
 from orchestrator.report.console import LiveProgress, print_summary
 from orchestrator.report.events import (
@@ -14,6 +15,7 @@ from orchestrator.report.events import (
 from orchestrator.report.html import html_timeline, write_html
 from orchestrator.report.json_report import read_json_report, report_json, result_schema, write_json_report
 from orchestrator.report.junit import junit_xml, write_junit
+from orchestrator.report.prometheus import prometheus_text, write_prometheus
 
 __all__ = [
     "Event",
@@ -26,6 +28,7 @@ __all__ = [
     "html_timeline",
     "junit_xml",
     "print_summary",
+    "prometheus_text",
     "read_events",
     "read_json_report",
     "report_json",
@@ -33,4 +36,5 @@ __all__ = [
     "write_html",
     "write_json_report",
     "write_junit",
+    "write_prometheus",
 ]

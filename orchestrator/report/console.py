@@ -7,16 +7,13 @@ colour or box drawing, so they stay greppable.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
-from types import TracebackType
 
 from rich.console import Console
-from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from orchestrator.report.events import NodeFinished, PhaseEvent, redacted_event
 from orchestrator.report.output import redacted
+from orchestrator.report.progress import LiveProgress
 from orchestrator.results import NodeResult, RunResult
 
 _OUTCOME_STYLE = {
@@ -26,7 +23,6 @@ _OUTCOME_STYLE = {
     "not_started": "dim",
     "skipped": "dim",
 }
-_STATUS_STYLE = {"started": "cyan", "ok": "green", "failed": "red", "cancelled": "yellow", **_OUTCOME_STYLE}
 _ROTATION_STYLE = {"in": "green", "out": "bold red", "unknown": "yellow"}
 _SUMMARY_COLUMNS = ("node", "outcome", "failed phase", "error", "rotation", "duration", "reason")
 
@@ -63,7 +59,13 @@ def _totals_line(result: RunResult) -> str:
     )
 
 
-def _plain_table(rows: Sequence[tuple[str, ...]]) -> list[str]:
+def _stopped(result: RunResult) -> str:
+    """Why the run ended where it did (the budget spent, the change window, a refusal), if it did."""
+    reason = result.budget.get("stopped")
+    return f"stopped: {reason}" if isinstance(reason, str) and reason else ""
+
+
+def plain_table(rows: Sequence[tuple[str, ...]]) -> list[str]:
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     return [
         "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip() for row in rows
@@ -76,9 +78,11 @@ def print_summary(result: RunResult, console: Console | None = None) -> None:
     result = redacted(result)
     rows = [_summary_row(node) for node in result.nodes]
     if not out.is_terminal:
-        for line in _plain_table([_SUMMARY_COLUMNS, *rows]):
+        for line in plain_table([_SUMMARY_COLUMNS, *rows]):
             out.print(line, markup=False, highlight=False, soft_wrap=True)
         out.print(_totals_line(result), markup=False, highlight=False, soft_wrap=True)
+        if reason := _stopped(result):
+            out.print(reason, markup=False, highlight=False, soft_wrap=True)
         return
     table = Table(title=f"orchestrator run {result.run_id}", title_justify="left")
     for column in _SUMMARY_COLUMNS:
@@ -98,77 +102,8 @@ def print_summary(result: RunResult, console: Console | None = None) -> None:
     out.print(table)
     style = "green" if result.outcome == "succeeded" else "bold red"
     out.print(Text(_totals_line(result), style=style))
+    if reason := _stopped(result):
+        out.print(Text(reason, style=style))
 
 
-@dataclass
-class _NodeProgress:
-    phase: str = "-"
-    status: str = "waiting"
-    at: str = ""
-    detail: str = ""
-
-
-class LiveProgress:
-    """Progress fed by phase and node events: a live table on a terminal, plain lines otherwise.
-
-    Use as a context manager around the run; `enabled=False` prints nothing (quiet mode).
-    """
-
-    def __init__(self, nodes: Sequence[str], console: Console | None = None, *, enabled: bool = True) -> None:
-        self._console = console or Console(stderr=True)
-        self._enabled = enabled
-        self._nodes = {name: _NodeProgress() for name in nodes}
-        # Refreshed on each event only: no background thread redrawing behind the log output.
-        self._live = (
-            Live(console=self._console, auto_refresh=False, redirect_stderr=False, redirect_stdout=False)
-            if enabled and self._console.is_terminal
-            else None
-        )
-
-    def __enter__(self) -> LiveProgress:
-        if self._live is not None:
-            self._live.update(self._render())
-            self._live.start(refresh=True)
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        if self._live is not None:
-            self._live.stop()
-
-    def update(self, event: PhaseEvent | NodeFinished) -> None:
-        if not self._enabled:
-            return
-        event = redacted_event(event)
-        progress = self._nodes.setdefault(event.node, _NodeProgress())
-        at = event.at.strftime("%H:%M:%SZ")
-        if isinstance(event, PhaseEvent):
-            progress.phase, progress.status, progress.detail = event.phase, event.status, event.detail
-            if (event.phase, event.status) == ("preflight", "ok"):
-                # Preflighted, not yet started: say what the operator is looking at.
-                progress.detail = "waiting for its turn"
-            if event.error is not None:
-                progress.detail = f"{event.error.kind}: {event.error.message}"
-            line = f"{at} {event.node} {event.phase} {event.status}"
-        else:
-            progress.status = event.outcome
-            progress.detail = event.reason or ""
-            line = f"{at} {event.node} {event.outcome} (rotation {event.rotation})"
-        progress.at = at
-        if progress.detail:
-            line += f": {progress.detail}"
-        if self._live is not None:
-            self._live.update(self._render(), refresh=True)
-        else:
-            self._console.print(line, markup=False, highlight=False, soft_wrap=True)
-
-    def _render(self) -> Table:
-        finished = sum(p.status in _OUTCOME_STYLE for p in self._nodes.values())
-        table = Table(title=f"{finished}/{len(self._nodes)} nodes finished", title_justify="left")
-        for column in ("node", "phase", "status", "at", "detail"):
-            table.add_column(column, overflow="fold")
-        for name, progress in self._nodes.items():
-            status = Text(progress.status, style=_STATUS_STYLE.get(progress.status, ""))
-            table.add_row(Text(name), Text(progress.phase), status, Text(progress.at), Text(progress.detail))
-        return table
+__all__ = ["LiveProgress", "print_summary"]

@@ -16,7 +16,8 @@ SERVICE_NAMES = ("HTTP", "WAS", "W3SVC", "W3LOGSVC", "WinRM", "RPCSS", "IISADMIN
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # No .inf or .nan: an infinite timing would hang the node, a NaN compares false with every bound.
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class Range(_Strict):
@@ -43,7 +44,7 @@ class Timings(_Strict):
 
 
 class WinRMConfig(_Strict):
-    """WinRM service and PowerShell plugin quotas (defaults from windows-fidelity §5)."""
+    """WinRM service and PowerShell plugin quotas (defaults from docs/windows-fidelity.md §5)."""
 
     max_shells_per_user: Annotated[int, Field(ge=1)] = 30
     max_concurrent_operations_per_user: Annotated[int, Field(ge=1)] = 1500

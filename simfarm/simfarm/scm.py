@@ -111,7 +111,7 @@ class ServiceSpec:
     host: str | None = "svchost"
 
 
-# WAS's own dependencies are not confirmed by any source (windows-fidelity §3); RPCSS is what the
+# WAS's own dependencies are not confirmed by any source (docs/windows-fidelity.md §3); RPCSS is what the
 # WAS service registration lists on Server 2016/2019 as far as we know, and HTTP is deliberately not
 # among them, so `net stop http /y` leaves WAS running. W3LOGSVC depends on W3SVC (it is W3SVC's
 # only DependentService). IISADMIN's dependencies are unconfirmed; RPCSS is the safe subset.

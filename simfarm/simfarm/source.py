@@ -81,10 +81,27 @@ class _Builder:
         return self._scalars.construct_object(node, deep=True)
 
 
+class _BoundedLoader(yaml.SafeLoader):
+    """Refuses nesting past MAX_DEPTH while composing: PyYAML's composer recurses once per level, so
+    a deeply nested file would otherwise take seconds to end in RecursionError, with no position."""
+
+    depth = 0
+
+    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node | None:
+        self.depth += 1
+        try:
+            if self.depth > MAX_DEPTH:
+                mark = self.peek_event().start_mark  # type: ignore[no-untyped-call]
+                raise yaml.composer.ComposerError(None, None, f"nested deeper than {MAX_DEPTH} levels", mark)
+            return super().compose_node(parent, index)
+        finally:
+            self.depth -= 1
+
+
 def load(path: str | Path) -> Document:
     file = str(path)
     try:
-        node = yaml.compose(Path(path).read_text(encoding="utf-8"), Loader=yaml.SafeLoader)
+        node = yaml.compose(Path(path).read_text(encoding="utf-8"), Loader=_BoundedLoader)
     except OSError as exc:
         raise SourceError(file, None, (), f"cannot read: {exc.strerror}") from None
     except UnicodeDecodeError:

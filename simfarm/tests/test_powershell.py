@@ -1,4 +1,4 @@
-"""The simulated cmdlets: ErrorRecords per windows-fidelity §2, object shapes, parsing, JEA."""
+"""The simulated cmdlets: ErrorRecords per docs/windows-fidelity.md §2, object shapes, parsing, JEA."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The service control manager: the IIS service graph (windows-fidelity §3) and raw SCM semantics."""
+"""The service control manager: the IIS service graph (docs/windows-fidelity.md §3) and raw SCM semantics."""
 
 from __future__ import annotations
 

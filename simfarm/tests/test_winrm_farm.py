@@ -10,6 +10,8 @@ import socket
 import sys
 from pathlib import Path
 
+import pytest
+
 from simfarm.config import SimConfig
 
 # The distribution root, so `-m simfarm.farm` imports this checkout even where it is not installed.
@@ -109,6 +111,24 @@ async def test_sim_config_error_exits_two_with_its_position(tmp_path):
     _out, err = await asyncio.wait_for(proc.communicate(), 60)
     assert proc.returncode == 2
     assert f"{inventory}:5:3: sim.sead: unknown field; did you mean 'seed'?" in err.decode()
+
+
+@pytest.mark.parametrize(
+    ("sim", "expected"),
+    [
+        ("  deep: " + "[" * 5000 + "]" * 5000, ":5:71: (document): invalid YAML: nested deeper than 64"),
+        ("  timings: {default: {stop: {low: .inf}}}", ":5:30: sim.timings.default.stop.low: "),
+    ],
+    ids=["deep-nesting", "infinite-timing"],
+)
+async def test_hostile_sim_settings_exit_two_with_their_position(tmp_path, sim, expected):
+    inventory = tmp_path / "inv.yaml"
+    inventory.write_text(f"nodes:\n  - name: web-a\n    host: 127.0.53.1\nsim:\n{sim}\n")
+    proc = await _start_sim("--inventory", str(inventory), cwd=tmp_path)
+    _out, err = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode == 2
+    assert f"{inventory}{expected}" in err.decode()
+    assert "Traceback" not in err.decode()
 
 
 async def test_non_loopback_host_is_refused(tmp_path):

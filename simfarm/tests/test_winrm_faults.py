@@ -70,7 +70,13 @@ async def test_stopping_winrm_drops_listeners_and_shells_then_starting_reopens(f
     assert await node.scm.wait_for("WinRM", ServiceState.Stopped, 5.0)
     await node.scm.controller_start("WinRM", "test")
     await _until(lambda: service.listening)
-    assert await in_thread(_config_request, farm, FIRST) >= 0
+    # Reopened for real: a new client authenticates and gets a shell, the old one is not revived.
+    client = WSMan(FIRST, username=desc["username"], password=desc["password"], ssl=False, auth="ntlm")
+    again = RunspacePool(client)
+    await in_thread(again.open)
+    assert len(service.shells.shells) == 1
+    await in_thread(again.close)
+    assert service.shells.shells == {}
 
 
 async def test_latency_delays_every_response(start_farm, in_thread):

@@ -61,3 +61,20 @@ def test_sim_passes_its_arguments_to_the_farm() -> None:
     result = runner.invoke(app, ["sim", "--nodes", "1", "--inventory", "x.yaml"])
     assert result.exit_code == ExitCode.INVALID_INPUT
     assert "not allowed with argument" in result.output
+
+
+def test_validate_warns_of_a_change_window_already_over_and_run_refuses_it(tmp_path: Path) -> None:
+    data = yaml.safe_load(DEMO.read_text())
+    data["rollout"]["change_window"] = {"finish_by": "2020-01-01T00:00:00+00:00"}
+    data["journal"] = "journal.sqlite"
+    inv = tmp_path / "inv.yaml"
+    inv.write_text(yaml.safe_dump(data, sort_keys=False))
+    checked = runner.invoke(app, ["validate", str(inv)])
+    assert checked.exit_code == 0, checked.output
+    assert "rollout.change_window.finish_by: the change window ended" in checked.output
+    assert "days ago (2020-01-01T00:00:00+00:00)" in checked.output
+    assert "run would refuse it" in checked.output
+    refused = runner.invoke(app, ["run", str(inv)])
+    assert refused.exit_code == ExitCode.INVALID_INPUT, refused.output
+    assert "the change window ended" in refused.output
+    assert not (tmp_path / "journal.sqlite").exists()  # refused before the journal was opened

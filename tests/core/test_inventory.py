@@ -381,6 +381,127 @@ INVALID = [
         id="finish-by-date-only",
     ),
     # -- load balancer
+    # -- hostile or mistaken values
+    pytest.param(
+        text(
+            nodes="nodes:\n  - {name: web-01, host: 10.0.0.1}\n"
+            "  - &n {name: web-02, host: 10.0.0.2, x: [§*n]}\n"
+        ),
+        "nodes[1].x[0]",
+        "recursive alias",
+        id="recursive-alias",
+    ),
+    pytest.param(
+        text(extra="sim: " + "[" * 32 + "§[" + "]" * 33 + "\n"),
+        "sim" + "[0]" * 32,
+        "nested deeper than 32 levels",
+        id="deep-nesting",
+    ),
+    pytest.param(
+        text(extra="rollout: {seed: §" + "9" * 5000 + "}\n"),
+        "rollout.seed",
+        "a number this long is not a valid value",
+        id="huge-integer",
+    ),
+    pytest.param(
+        text(defaults=DEFAULTS + "  timeouts: {§stop: .inf}\n"),
+        "defaults.timeouts.stop",
+        "finite number",
+        id="infinite-timeout",
+    ),
+    pytest.param(
+        text(nodes="nodes:\n  - {name: web-01, host: 10.0.0.1, health: {§interval: .nan}}\n"),
+        "nodes[0].health.interval",
+        "finite number",
+        id="nan-interval",
+    ),
+    pytest.param(
+        text(extra="rollout: {failure_budget: {§max_failure_percent: .inf}}\n"),
+        "rollout.failure_budget.max_failure_percent",
+        "finite number",
+        id="infinite-percent",
+    ),
+    pytest.param(
+        text(defaults=DEFAULTS + "  action: {type: services, services: [W3SVC, §'W3*']}\n"),
+        "defaults.action.services[1]",
+        "'*' is a wildcard to PowerShell",
+        id="service-wildcard",
+    ),
+    pytest.param(
+        text(defaults=DEFAULTS + "  action: {type: services, services: [§'W3SVC[1]']}\n"),
+        "defaults.action.services[0]",
+        "'[' is a wildcard to PowerShell",
+        id="service-bracket",
+    ),
+    pytest.param(
+        text(defaults=DEFAULTS + '  action: {type: services, services: [§"W3SVC\\tX"]}\n'),
+        "defaults.action.services[0]",
+        "control character '\\t'",
+        id="service-control-character",
+    ),
+    pytest.param(
+        text(defaults=DEFAULTS + "  action: {type: services, services: [§'Svc/1']}\n"),
+        "defaults.action.services[0]",
+        "Windows service names cannot contain / or \\",
+        id="service-slash",
+    ),
+    pytest.param(
+        text(defaults=DEFAULTS + "  action: {type: services, services: [§'" + "S" * 257 + "']}\n"),
+        "defaults.action.services[0]",
+        "at most 256 characters",
+        id="service-too-long",
+    ),
+    pytest.param(
+        text(defaults=DEFAULTS + "  action: {type: apppool-recycle, app_pools: [§'Shop?']}\n"),
+        "defaults.action.app_pools[0]",
+        "'?' is a wildcard to PowerShell",
+        id="apppool-wildcard",
+    ),
+    pytest.param(
+        text(defaults=DEFAULTS + "  action: {type: apppool-recycle, app_pools: [§'Shop:Api']}\n"),
+        "defaults.action.app_pools[0]",
+        "IIS Manager refuses",
+        id="apppool-colon",
+    ),
+    pytest.param(
+        text(
+            nodes="nodes:\n  - {name: web-01, host: 127.0.1.1}\n  - {name: web-02, §host: 127.000.001.001}\n"
+        ),
+        "nodes[1].host",
+        "is also node 'web-01' (127.0.1.1) (127.000.001.001 is 127.0.1.1)",
+        id="same-host-zero-padded",
+    ),
+    pytest.param(
+        text(nodes="nodes:\n  - {name: web-01, host: 127.0.1.1}\n  - {name: web-02, §host: '2130706689'}\n"),
+        "nodes[1].host",
+        "(2130706689 is 127.0.1.1): one machine would be restarted twice",
+        id="same-host-integer",
+    ),
+    pytest.param(
+        text(
+            nodes="nodes:\n  - {name: web-01, host: 127.0.1.1}\n"
+            "  - {name: web-02, §host: '::ffff:127.0.1.1'}\n"
+        ),
+        "nodes[1].host",
+        "(::ffff:127.0.1.1 is 127.0.1.1)",
+        id="same-host-ipv4-mapped",
+    ),
+    pytest.param(
+        text(defaults=DEFAULTS.replace("{url: ", "{§url: ").replace("{host}", "10.0.0.9")),
+        "defaults.health.url",
+        "the URL's host 10.0.0.9 is not this node's host 10.0.0.1",
+        id="health-url-other-host",
+    ),
+    pytest.param(
+        text(
+            defaults=DEFAULTS.replace(
+                'healthz"}', "healthz\", warmup_urls: [/warm, §'http://cdn.example/x']}"
+            )
+        ),
+        "defaults.health.warmup_urls[1]",
+        "use {host}, or set health.allow_other_host: true (node 'web-01')",
+        id="warmup-url-other-host",
+    ),
     pytest.param(
         text(extra="load_balancer: {§driver: haproxy}\n"),
         "load_balancer.driver",
@@ -420,6 +541,51 @@ def test_there_are_at_least_25_invalid_cases() -> None:
     assert len(INVALID) >= 25
 
 
+def billion_laughs(levels: int = 9) -> str:
+    """Nine lists of nine aliases to the list before: 9**9 values once expanded."""
+    out = (
+        VERSION
+        + DEFAULTS
+        + NODES
+        + 'sim:\n  l0: &l0 ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]\n'
+    )
+    for level in range(1, levels):
+        out += f"  l{level}: &l{level} [" + ", ".join([f"*l{level - 1}"] * 9) + "]\n"
+    return out
+
+
+def test_an_alias_bomb_is_refused_at_the_alias_that_expands_too_far() -> None:
+    source = billion_laughs()
+    with pytest.raises(SourceError) as caught:
+        parse_inventory(source, "farm.yaml")
+    err = caught.value
+    # The bound is on the values all aliases add: l1 to l3 add 8289, l4's first alias passes 10000.
+    line = next(i for i, text in enumerate(source.splitlines(), 1) if text.startswith("  l4:"))
+    assert (err.position, err.field_path) == (Position(line, 12), "sim.l4[0]"), str(err)
+    assert "aliases expand to more than 10000 values" in err.message
+
+
+def test_aliases_within_the_bound_are_expanded() -> None:
+    inv = parse_inventory(billion_laughs(levels=4), "farm.yaml")
+    assert len(inv.nodes) == 4  # 9**4 values through aliases: accepted
+
+
+def test_a_health_url_on_another_host_is_accepted_when_allowed() -> None:
+    defaults = DEFAULTS.replace(
+        '{url: "http://{host}:8080/healthz"}', '{url: "http://status.example/{name}", allow_other_host: true}'
+    )
+    inv = parse_inventory(text(defaults=defaults), "farm.yaml")
+    assert inv.nodes[0].health.url == "http://status.example/web-01"
+
+
+def test_a_health_url_naming_the_node_in_another_spelling_is_its_own() -> None:
+    defaults = DEFAULTS.replace("{host}", "10.000.000.001")
+    inv = parse_inventory(
+        text(defaults=defaults, nodes="nodes:\n  - {name: web-01, host: 10.0.0.1}\n"), "farm.yaml"
+    )
+    assert inv.nodes[0].health.url == "http://10.000.000.001:8080/healthz"
+
+
 # --- the resolved node view -------------------------------------------------------------------------
 
 LAYERED = """\
@@ -428,7 +594,7 @@ defaults:
   transport: {scheme: https, auth: ntlm, connect_timeout: 5}
   credentials: {username_env: ORCH_USER, password_env: ORCH_PASSWORD}
   action: {type: iis-restart}
-  health: {url: "https://{host}:8443/healthz?node={name}", retries: 3, warmup_urls: [/warm, "http://{name}/x"]}
+  health: {url: "https://{host}:8443/healthz?node={name}", retries: 3, warmup_urls: [/warm, "http://{host}/x?n={name}"]}
   timeouts: {stop: 30}
   lb_name: "iis-{name}"
 groups:
@@ -486,7 +652,7 @@ def test_credentials_are_replaced_as_a_whole_and_paths_resolve_beside_the_invent
 def test_templates_are_substituted_per_node(layered: Inventory) -> None:
     web1, web2 = layered.nodes
     assert web1.health.url == "https://web-01.example:8443/healthz?node=web-01"
-    assert web1.health.warmup_urls == ["https://web-01.example:8443/warm", "http://web-01/x"]
+    assert web1.health.warmup_urls == ["https://web-01.example:8443/warm", "http://web-01.example/x?n=web-01"]
     assert web2.health.url == "https://[fd00::2]:8443/healthz?node=web-02"
     assert (web1.lb_name, web2.lb_name) == ("iis-web-01", "legacy-02")
     assert web1.health.retries == 3
@@ -615,3 +781,13 @@ def test_health_tls_settings_resolve_per_node_and_turning_verification_off_warns
     assert (web2.health.tls_verify, web1.health.tls_verify) == (False, True)
     assert len(inv.warnings) == 1
     assert "nodes[1].health.tls_verify" in inv.warnings[0] and "web-02" in inv.warnings[0]
+
+
+def test_a_large_inventory_that_shares_an_anchor_on_every_node_is_accepted() -> None:
+    # 1500 nodes x 8 values through the alias: more than 10000, but in proportion to the file.
+    nodes = "nodes:\n" + "".join(
+        f"  - {{name: web-{i:04d}, host: 10.1.{i // 250}.{i % 250 + 1}, timeouts: *t}}\n" for i in range(1500)
+    )
+    timeouts = "sim: &t {preflight: 9, drain: 9, stop: 9, start: 9, verify: 9, undrain: 9, node: 99}\n"
+    inv = parse_inventory(VERSION + timeouts + DEFAULTS + nodes, "farm.yaml")
+    assert len(inv.nodes) == 1500 and inv.nodes[-1].timeouts.stop == 9

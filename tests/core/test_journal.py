@@ -4,6 +4,7 @@ import sqlite3
 import subprocess
 import sys
 import textwrap
+import time
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -13,9 +14,9 @@ from typing import Any
 import pytest
 
 import orchestrator
-from orchestrator.journal import SCHEMA_VERSION, Journal, JournalError, LockHeld
+from orchestrator.journal import SCHEMA_VERSION, Before, Journal, JournalError, LockHeld
 from orchestrator.log import register_secret
-from orchestrator.results import ErrorInfo, ExitCode
+from orchestrator.results import ErrorInfo, ExitCode, Recovery, StaleLock
 
 T0 = datetime(2025, 3, 1, 2, 0, tzinfo=UTC)
 NODES = [("web01", "10.0.0.1", "site-a"), ("web02", "10.0.0.2", "site-a"), ("web03", "10.0.0.3", None)]
@@ -26,9 +27,40 @@ def at(seconds: float) -> datetime:
     return T0 + timedelta(seconds=seconds)
 
 
-@pytest.fixture
-def db(tmp_path: Path) -> Path:
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db(request: pytest.FixtureRequest, tmp_path: Path) -> Any:
+    """Every test here runs against both stores: a SQLite file, and a new PostgreSQL database."""
+    if request.param == "postgresql":
+        return request.getfixturevalue("pg_url")
     return tmp_path / "state" / "nested" / "journal.db"
+
+
+def sqlite_only(db: Any) -> None:
+    if not isinstance(db, Path):
+        pytest.skip("about the SQLite file itself")
+
+
+def raw_text(db: Any) -> bytes:
+    """Everything the store holds, as bytes: the files of a SQLite journal, every row in PostgreSQL."""
+    if isinstance(db, Path):
+        return b"".join(path.read_bytes() for path in db.parent.iterdir())
+    import psycopg
+
+    with psycopg.connect(db) as conn:
+        tables = [r[0] for r in conn.execute("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")]
+        return "".join(str(conn.execute(f"SELECT * FROM {t}").fetchall()) for t in tables).encode()
+
+
+def set_schema_version(db: Any, version: int) -> None:
+    if isinstance(db, Path):
+        conn = sqlite3.connect(db)
+        conn.execute(f"PRAGMA user_version = {version}")
+        conn.close()
+        return
+    import psycopg
+
+    with psycopg.connect(db) as pg:
+        pg.execute("UPDATE schema_version SET version = %s", (version,))
 
 
 @pytest.fixture
@@ -62,6 +94,7 @@ def python(code: str, **kwargs: Any) -> subprocess.Popen[str]:
 
 
 def test_journal_file_is_created_with_its_directories_in_wal_mode(journal: Journal, db: Path) -> None:
+    sqlite_only(db)
     assert db.exists()
     conn = sqlite3.connect(db)
     assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
@@ -71,9 +104,7 @@ def test_journal_file_is_created_with_its_directories_in_wal_mode(journal: Journ
 
 def test_a_journal_from_a_newer_orchestrator_is_refused(db: Path) -> None:
     Journal(db).close()
-    conn = sqlite3.connect(db)
-    conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
-    conn.close()
+    set_schema_version(db, SCHEMA_VERSION + 1)
     with pytest.raises(JournalError, match="newer"):
         Journal(db)
 
@@ -90,9 +121,7 @@ def test_every_write_is_visible_to_another_connection_before_the_call_returns(
     reader.close()
 
 
-def test_a_node_with_only_preflight_events_was_never_started(tmp_path: Path) -> None:
-    db, inventory = tmp_path / "j.sqlite", tmp_path / "farm.yaml"
-    inventory.write_text("x")
+def test_a_node_with_only_preflight_events_was_never_started(db: Any, inventory: Path) -> None:
     journal = Journal(db)
     begin(journal, inventory)
     journal.record_phase("r1", "web01", "preflight", "started", at(0))
@@ -108,7 +137,8 @@ def test_run_result_is_rebuilt_from_the_journal(journal: Journal, db: Path, inve
     error = ErrorInfo(kind="cannot_accept_control", message="1061", code=1061, target="W3SVC")
     journal.record_phase("r1", "web01", "preflight", "started", at(0))
     journal.record_phase("r1", "web01", "preflight", "ok", at(1), "3 services")
-    journal.set_node_state("r1", "web01", rotation="in", services_before={"W3SVC": "Running"})
+    journal.set_node_state("r1", "web01", rotation="in")
+    journal.record_before("r1", {"web01": Before({"W3SVC": "Running"}, {}, "in")})
     journal.record_phase("r1", "web01", "drain", "started", at(1))
     journal.record_phase("r1", "web01", "drain", "ok", at(5))
     journal.set_node_state("r1", "web01", rotation="out", reason="drained for restart")
@@ -201,7 +231,7 @@ def test_a_run_killed_mid_phase_is_reported_honestly(db: Path, inventory: Path) 
         "incomplete",
         ExitCode.INTERNAL,
     )
-    assert (summary.nodes, summary.unfinished, summary.out_of_rotation) == (3, 3, 1)
+    assert summary.nodes == 3
 
     result = journal.run_result("dead-run")
     assert result.outcome == "incomplete" and result.ended_at is None
@@ -279,17 +309,72 @@ def test_two_journals_on_one_file_contend_for_the_lock(db: Path, inventory: Path
     assert second.acquire_lock(inventory, "r2") is None
 
 
-def test_a_lock_from_another_host_is_never_taken_over(journal: Journal, db: Path, inventory: Path) -> None:
-    conn = sqlite3.connect(db)
-    with conn:
-        conn.execute(
-            "INSERT INTO locks VALUES (?, 'remote-run', 999999999, 'another-host', ?)",
-            (str(inventory.resolve()), T0.isoformat()),
-        )
-    conn.close()
+def age_lease(db: Any, run_id: str, seconds: float) -> None:
+    """Move a lease's last beat into the past, as if its controller had stopped beating then."""
+    if isinstance(db, Path):
+        conn = sqlite3.connect(db)
+        with conn:
+            rows = conn.execute("SELECT farm_host, last_beat FROM leases WHERE run_id = ?", (run_id,))
+            for host, beat in rows.fetchall():
+                old = (datetime.fromisoformat(beat) - timedelta(seconds=seconds)).isoformat()
+                conn.execute("UPDATE leases SET last_beat = ? WHERE farm_host = ?", (old, host))
+        conn.close()
+        return
+    import psycopg
+
+    with psycopg.connect(db) as pg:
+        for host, beat in pg.execute("SELECT farm_host, last_beat FROM leases WHERE run_id = %s", (run_id,)):
+            old = (datetime.fromisoformat(beat) - timedelta(seconds=seconds)).isoformat()
+            pg.execute("UPDATE leases SET last_beat = %s WHERE farm_host = %s", (old, host))
+
+
+def test_a_live_lease_of_another_controller_is_respected_until_its_beat_stops(
+    db: Any, inventory: Path
+) -> None:
+    other = Journal(db, environ={"ORCHESTRATOR_CONTROLLER": "ctl-b"})
+    mine = Journal(db, environ={"ORCHESTRATOR_CONTROLLER": "ctl-a"})
+    hosts = ["10.0.0.1", "10.0.0.2"]
+    assert other.acquire_lock(inventory, "theirs", hosts, lease_seconds=30) is None
+    beat = other.beat("theirs")
+    assert beat is not None
     with pytest.raises(LockHeld) as held:
-        journal.acquire_lock(inventory, "r1")
-    assert (held.value.host, held.value.since) == ("another-host", T0)
+        mine.acquire_lock(inventory, "mine", hosts, lease_seconds=30)
+    assert (held.value.run_id, held.value.controller, held.value.last_beat) == ("theirs", "ctl-b", beat)
+    assert "ctl-b" in str(held.value) and "last beat" in str(held.value)
+    holder = mine.lock_holder(inventory)
+    assert holder is not None and holder[0].run_id == "theirs" and holder[1] is True
+
+    age_lease(db, "theirs", 31)  # its controller stopped beating 31 s ago: past its 30 s lease
+    holder = mine.lock_holder(inventory)
+    assert holder is not None and holder[1] is False
+    takeover = mine.acquire_lock(inventory, "mine", hosts, lease_seconds=30)
+    assert takeover is not None
+    assert (takeover.stale_run_id, takeover.stale_controller, takeover.controller) == (
+        "theirs",
+        "ctl-b",
+        "ctl-a",
+    )
+    assert mine.lock_takeovers(inventory) == [takeover]
+    # The dead run's heartbeat, were it to come back, learns it lost the lease.
+    assert other.beat("theirs") is None
+    assert mine.beat("mine") is not None
+    with pytest.raises(LockHeld):
+        other.acquire_lock(inventory, "theirs-again", hosts)
+    other.close()
+    mine.close()
+
+
+def test_two_inventories_sharing_a_host_exclude_each_other(db: Any, tmp_path: Path) -> None:
+    first, second = Journal(db), Journal(db)
+    assert first.acquire_lock(tmp_path / "a.yaml", "ra", ["10.0.0.1", "10.0.0.2"]) is None
+    with pytest.raises(LockHeld) as held:
+        second.acquire_lock(tmp_path / "b.yaml", "rb", ["10.0.0.2", "10.0.0.3"])
+    assert held.value.run_id == "ra"
+    assert second.acquire_lock(tmp_path / "c.yaml", "rc", ["10.0.0.4"]) is None  # no host in common
+    assert first.release_lock(tmp_path / "a.yaml", "ra") is True
+    assert second.acquire_lock(tmp_path / "b.yaml", "rb", ["10.0.0.2", "10.0.0.3"]) is None
+    first.close()
+    second.close()
 
 
 def test_latest_run_is_per_inventory_whatever_the_spelling_of_its_path(
@@ -359,15 +444,15 @@ def test_secrets_never_reach_the_journal_file(db: Path, inventory: Path) -> None
         journal.record_phase("r1", "web01", "preflight", "failed", detail=f"tried {password}", error=error)
         journal.set_node_state("r1", "web01", rotation="in", outcome="failed", reason=f"bad {password}")
         result = journal.run_result("r1")
-    raw = b"".join(path.read_bytes() for path in db.parent.iterdir())
+    raw = raw_text(db)
     assert password.encode() not in raw and plan_token.encode() not in raw
     assert result.nodes[0].left_out_reason == "bad [REDACTED]"
     assert result.plan["lb"] == {"api_token": "[REDACTED]"}
 
 
-def test_node_durations_come_from_finished_runs_of_this_inventory(tmp_path: Path) -> None:
-    db, inventory = tmp_path / "j.sqlite", tmp_path / "farm.yaml"
-    inventory.write_text("x")
+def test_node_durations_come_from_finished_runs_of_this_inventory(
+    db: Any, inventory: Path, tmp_path: Path
+) -> None:
     journal = Journal(db)
     begin(journal, inventory, "r1")
     for node, start, end in (("web01", 1, 9), ("web02", 2, 14)):
@@ -384,3 +469,85 @@ def test_node_durations_come_from_finished_runs_of_this_inventory(tmp_path: Path
     # Preflight excluded, failed nodes excluded.
     assert sorted(journal.node_durations(inventory)) == [8.0, 12.0]
     assert journal.node_durations(tmp_path / "other.yaml") == []
+
+
+def test_the_first_record_of_what_ran_before_stands(journal: Journal, db: Path, inventory: Path) -> None:
+    begin(journal, inventory)
+    truth = Before({"W3SVC": "Running", "W3LOGSVC": "Running"}, {"AppPool1": "Started"}, "in")
+    journal.record_before("r1", {"web01": truth})
+    # A later record (the run's own half-stopped state) cannot replace it.
+    journal.record_before("r1", {"web01": Before({"W3SVC": "Running", "W3LOGSVC": "Stopped"}, {}, "out")})
+    journal.close()
+    reopened = Journal(db)
+    web01, web02, _ = reopened.node_states("r1")
+    assert web01.before == truth
+    assert web02.before is None
+    assert reopened.run_result("r1").nodes[0].services_before == truth.services
+    with pytest.raises(JournalError, match="not part of run"):
+        reopened.record_before("r1", {"web09": truth})
+
+
+def test_what_a_run_recovered_is_rebuilt_with_it(journal: Journal, db: Path, inventory: Path) -> None:
+    begin(journal, inventory)
+    assert journal.recovery("r1") is None and journal.run_result("r1").recovery is None
+    recovery = Recovery(
+        run_id="dead-run",
+        lock_takeover=StaleLock(run_id="dead-run", pid=4242, host="ops-01", since=at(0)),
+        repaired={"web01": "stop"},
+    )
+    journal.record_recovery("r1", recovery)
+    journal.close()
+    reopened = Journal(db)
+    assert reopened.recovery("r1") == recovery
+    assert reopened.run_result("r1").recovery == recovery
+
+
+def test_a_heartbeat_keeps_the_lease_and_says_when_it_is_lost(db: Any, inventory: Path) -> None:
+    import threading
+
+    from orchestrator.lease import Heartbeat, LeaseTimes
+
+    times = LeaseTimes(lease=2.0, heartbeat=0.1, outage=1.0)
+    holder = Journal(db, environ={"ORCHESTRATOR_CONTROLLER": "ctl-a"})
+    rival = Journal(db, environ={"ORCHESTRATOR_CONTROLLER": "ctl-b"})
+    assert holder.acquire_lock(inventory, "run-a", ["h1"], lease_seconds=times.lease) is None
+    since = holder.lock_holder(inventory)[0].since  # type: ignore[index]
+    lost = threading.Event()
+    reasons: list[str] = []
+    between_beats = threading.Lock()  # held by each beat, so the test can act between two of them
+
+    class Beating(Journal):
+        def beat(self, run_id: str) -> datetime | None:
+            with between_beats:
+                return super().beat(run_id)
+
+    def on_lost(why: str) -> None:
+        reasons.append(why)
+        lost.set()
+
+    beat = Heartbeat(lambda: Beating(db), "run-a", times, on_lost)
+    beat.start()
+    try:
+        # Beyond a whole lease after it was taken, the beats keep it: another controller is refused.
+        deadline = time.monotonic() + 30
+        while True:
+            held = rival.lock_holder(inventory)
+            assert held is not None and held[1], "the lease lapsed while beating"
+            assert held[0].last_beat is not None
+            if (held[0].last_beat - since).total_seconds() > times.lease:
+                break
+            assert time.monotonic() < deadline, "no beat renewed the lease"
+            time.sleep(0.05)
+        with pytest.raises(LockHeld):
+            rival.acquire_lock(inventory, "run-b", ["h1"])
+        # The holder stalls past its lease (as if its beats had stopped) and is taken over: its next
+        # beat finds the lease gone and says so.
+        with between_beats:
+            age_lease(db, "run-a", 60)
+            assert rival.acquire_lock(inventory, "run-b", ["h1"]) is not None
+        assert lost.wait(timeout=30)
+        assert reasons == ["another controller took the farm's lease over"]
+    finally:
+        beat.stop()
+        holder.close()
+        rival.close()

@@ -22,6 +22,7 @@ from orchestrator.report import (
     html_timeline,
     junit_xml,
     print_summary,
+    prometheus_text,
     read_events,
     read_json_report,
     report_json,
@@ -30,6 +31,7 @@ from orchestrator.report import (
     write_json_report,
     write_junit,
 )
+from orchestrator.report.progress import estimate_remaining
 from orchestrator.results import ErrorInfo, NodeResult, PhaseResult, RunResult
 
 T0 = datetime(2025, 3, 1, 2, 0, tzinfo=UTC)
@@ -175,14 +177,21 @@ def test_the_schema_check_catches_a_report_that_drifted() -> None:
     assert any(problem.startswith("'exploded' not in") for problem in problems)
 
 
-def test_report_files_are_replaced_whole(tmp_path: Path) -> None:
-    path = tmp_path / "report.json"
-    path.write_text("old")
-    write_json_report(sample(), path)
-    write_junit(sample(), tmp_path / "junit.xml")
-    write_html(sample(), tmp_path / "timeline.html")
-    assert json.loads(path.read_text())["run_id"] == "run-42"
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["junit.xml", "report.json", "timeline.html"]
+@pytest.mark.parametrize(
+    ("name", "writer"),
+    [("report.json", write_json_report), ("junit.xml", write_junit), ("timeline.html", write_html)],
+)
+def test_report_files_are_replaced_whole(tmp_path: Path, name: str, writer: Any) -> None:
+    path = tmp_path / name
+    path.write_text("the previous run's report")
+    # A reader (a CI job, a browser, tail) that opened the old file while the new one is written.
+    with path.open() as reader:
+        writer(sample(), path)
+        # Written in place, the reader would see the file truncated and rewritten under it; replaced
+        # by a rename, it keeps reading the old file whole.
+        assert reader.read() == "the previous run's report"
+    assert "run-42" in path.read_text()
+    assert [p.name for p in tmp_path.iterdir()] == [name]  # no temporary file left behind
 
 
 def test_events_are_whole_lines_visible_to_a_reader_as_soon_as_written(tmp_path: Path) -> None:
@@ -335,18 +344,50 @@ def test_a_preflighted_node_shows_as_waiting_for_its_turn() -> None:
     assert out.getvalue().splitlines() == ["02:00:01Z web01 preflight ok: waiting for its turn"]
 
 
-def test_live_progress_on_a_terminal_redraws_a_table_and_can_be_silenced() -> None:
+def test_live_progress_on_a_terminal_keeps_finished_nodes_above_and_can_be_silenced() -> None:
     out = io.StringIO()
     with LiveProgress(["web01", "web02"], Console(file=out, force_terminal=True, width=120)) as progress:
         for event in progress_events():
             progress.update(event)
     plain = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", out.getvalue())
-    assert "1/2 nodes finished" in plain and "web02" in plain and "left [red]drained" in plain
+    assert "web01 failed (rotation out): left [red]drained" in plain
     quiet = io.StringIO()
     with LiveProgress(["web01"], Console(file=quiet, force_terminal=True), enabled=False) as progress:
         for event in progress_events():
             progress.update(event)
     assert quiet.getvalue() == ""
+
+
+def test_live_header_tells_run_elapsed_estimate_counts_budget_floor_and_window() -> None:
+    now = [100.0]
+    plan = {
+        "limits": {"window": 2, "min_healthy": 3, "max_unavailable": 2, "groups": {}},
+        "failure_budget": {"max_failures": 1},
+        "batches": [["a", "b", "c", "d", "e"]],
+        "finish_by": "2030-01-01T06:00:00+00:00",
+    }
+    progress = LiveProgress(
+        list("abcde"), Console(file=io.StringIO(), force_terminal=False), clock=lambda: now[0]
+    )
+    assert progress.header().startswith("starting")
+    progress.started(RunStarted(at=at(0), run_id="r-7", inventory_path="/x", nodes=list("abcde"), plan=plan))
+    for node in ("a", "b"):
+        progress.update(PhaseEvent(at=at(1), run_id="r-7", node=node, phase="drain", status="started"))
+    assert "est. -" in progress.header()  # nothing observed yet
+    now[0] = 160.0
+    progress.update(NodeFinished(at=at(60), run_id="r-7", node="a", outcome="done", rotation="in"))
+    progress.update(NodeFinished(at=at(60), run_id="r-7", node="b", outcome="failed", rotation="out"))
+    header = progress.header()
+    assert header.startswith("run r-7 | elapsed 1m00s | est. finish ")
+    assert "1/5 done, 1 failed, 0 in flight" in header
+    assert "budget left 0/1" in header and "floor 3 healthy" in header and "window ends 06:00Z" in header
+
+
+def test_estimate_follows_observed_durations_and_the_plan_parallelism() -> None:
+    assert estimate_remaining([], waiting=4, in_flight=[], parallel=2) is None
+    # Two nodes of 60 s seen; one in flight for 20 s (40 s left), then 3 waiting in waves of 2.
+    assert estimate_remaining([50.0, 70.0], waiting=3, in_flight=[20.0], parallel=2) == 40.0 + 2 * 60.0
+    assert estimate_remaining([60.0], waiting=0, in_flight=[90.0], parallel=1) == 0.0
 
 
 def test_html_timeline_is_self_contained_and_escapes_all_text() -> None:
@@ -356,10 +397,16 @@ def test_html_timeline_is_self_contained_and_escapes_all_text() -> None:
     assert not re.search(r"\b(src|href)=|@import|url\(", page)
     assert page.count('class="track"') == 5
     assert page.count('<div class="bar ') == 4 + 3 + 3
-    assert page.count('class="bar cancelled open"') == 1
+    assert page.count(' cancelled open"') == 1
     # web02's stop ran from +50s to +170s of a 300 s run.
-    assert 'class="bar failed" style="left:16.667%;width:40.000%"' in page
+    assert 'class="bar p-stop failed" style="left:16.667%;width:40.000%"' in page
     assert "cannot_accept_control (1061)" in page
+    # Labels readable whatever the bar's width, times for people.
+    assert "\u2716 stop failed 2m00s</span>" in page
+    assert "2025-03-01 02:00:00 UTC to 02:05:00 UTC (5m00s)" in page and "+00:00" not in page
+    assert "failure budget: 1 of 0 tolerated used" in page  # from the plan: no accounting recorded
+    accounted = sample().model_copy(update={"budget": {"limit": 2, "spent": 1, "stopped": None}})
+    assert "failure budget: 1 of 2 tolerated used" in html_timeline(accounted)
 
 
 def summary_text(result: RunResult) -> str:
@@ -406,3 +453,19 @@ def test_event_stream_scrubs_registered_secrets(tmp_path: Path) -> None:
         stream.write(RunStarted(at=T0, run_id="r", inventory_path="/f", nodes=[], plan={"lb_token": "abc"}))
     text = (tmp_path / "e.jsonl").read_text()
     assert secret not in text and '"lb_token":"[REDACTED]"' in text
+
+
+def test_prometheus_text_escapes_labels_and_omits_the_end_of_an_unfinished_run() -> None:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    result = sample().model_copy(update={"inventory_path": 'C:\\farms\\"a"\nb.yaml', "ended_at": None})
+    result = result.model_copy(update={"outcome": "incomplete"})
+    families = {f.name: f for f in text_string_to_metric_families(prometheus_text(result))}
+    assert (
+        "orchestrator_run_end_timestamp" not in families
+        and "orchestrator_run_duration_seconds" not in families
+    )
+    labels = {s.labels["inventory"] for f in families.values() for s in f.samples}
+    assert labels == {'C:\\farms\\"a"\nb.yaml'}
+    outcome = {s.labels["outcome"]: s.value for s in families["orchestrator_run_outcome"].samples}
+    assert outcome["incomplete"] == 1 and sum(outcome.values()) == 1

@@ -9,6 +9,7 @@ from typing import Any
 from orchestrator.actions.services import iis_restart
 from orchestrator.health import HealthChecker, HealthSpec
 from orchestrator.lb.base import Membership, Preflight
+from orchestrator.lifecycle import PreflightPassed
 from orchestrator.remote.session import Session, Target
 from orchestrator.workflow import NodeJob, Timeouts, Workflow
 
@@ -69,7 +70,9 @@ async def test_undrain_that_is_not_confirmed_leaves_the_rotation_unknown() -> No
     )
     recorder = Recorded()
     async with HealthChecker() as health:
-        result = await Workflow(job, session, NeverConfirms(), health, recorder).restart(start_at="undrain")
+        flow = Workflow(job, session, NeverConfirms(), health, recorder)
+        flow.send(PreflightPassed())  # as the coordinator does once the whole fleet passed
+        result = await flow.restart(start_at="undrain")
     assert result.outcome == "failed"
     # Resumed past drain it was out; once `ready` was sent it may take traffic: unknown, not out.
     assert recorder.rotations == ["out", "unknown"]

@@ -11,9 +11,12 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import yaml
 
 # Each farm gets its own /24 on loopback so tests never share listeners.
 _blocks = itertools.count(100)
@@ -50,9 +53,37 @@ class Farm:
             no_proxy=True,
         )
 
-    def start_run(self, *args: str) -> subprocess.Popen[str]:
-        """`orchestrator run` in the background, for tests that signal it."""
-        cmd = [sys.executable, "-m", "orchestrator", "run", str(self.inventory), *args]
+    def services(self, node: str, *names: str) -> dict[str, str]:
+        """The node's services as Get-Service reports them through pypsrp (the farm's own truth)."""
+        from pypsrp.powershell import PowerShell, RunspacePool
+        from pypsrp.wsman import WSMan
+
+        address = next(n["address"] for n in self.describe["nodes"] if n["name"] == node)
+        wsman = WSMan(
+            address,
+            username=self.describe["username"],
+            password=self.describe["password"],
+            ssl=False,
+            auth="ntlm",
+            no_proxy=True,
+        )
+        with RunspacePool(wsman) as pool:
+            ps = PowerShell(pool)
+            ps.add_cmdlet("Get-Service").add_parameter("Name", list(names))
+            output = ps.invoke()
+        return {str(_prop(o, "Name")): str(_prop(o, "Status")) for o in output}
+
+    def wait_for_farm_event(self, deadline: float, **match: str) -> None:
+        """Until the farm's own event log has a record whose fields include `match`."""
+        while time.monotonic() < deadline:
+            if any(all(e.get(k) == v for k, v in match.items()) for e in self.events()):
+                return
+            time.sleep(0.05)
+        raise AssertionError(f"the farm never logged {match}")
+
+    def start_run(self, *args: str, command: str = "run") -> subprocess.Popen[str]:
+        """`orchestrator run` (or resume) in the background, for tests that signal it."""
+        cmd = [sys.executable, "-m", "orchestrator", command, str(self.inventory), *args]
         return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env())
 
     def run_status(self) -> str:
@@ -89,6 +120,13 @@ class Run:
     def node(self, name: str) -> dict[str, Any]:
         assert self.report is not None, self.stderr
         return next(n for n in self.report["nodes"] if n["name"] == name)
+
+
+def _prop(obj: Any, name: str) -> Any:
+    # Which of the adapted or extended bags a property lands in is the serializer's business.
+    if name in obj.adapted_properties:
+        return obj.adapted_properties[name]
+    return obj.extended_properties[name]
 
 
 def _env() -> dict[str, str]:
@@ -209,3 +247,69 @@ def interrupt_twice_during_stop(proc: subprocess.Popen[str], events: Path, node:
 
 # Services slow enough that a run can be caught in the middle of a node.
 SLOW = {"timings": {"default": {"stop": {"low": 0.8, "high": 0.8}, "start": {"low": 0.3, "high": 0.3}}}}
+
+
+def start_farm(
+    spec: InventorySpec | Path, workdir: Path, track: Callable[[Farm], None] | None = None
+) -> Farm:
+    """A farm for `spec` (or a copy of an inventory file) in `workdir`, started as an operator
+    would (`orchestrator sim`) and ready. `track` is told the farm before it is waited for, so a
+    farm that never becomes ready is stopped all the same."""
+    inventory = workdir / "inventory.yaml"
+    if isinstance(spec, Path):
+        inventory.write_text(spec.read_text())
+    else:
+        inventory.write_text(yaml.safe_dump(spec.render(next(_blocks), 8080), sort_keys=False))
+    describe = workdir / "farm.json"
+    # stderr to a file: a pipe nobody reads would fill up and stall the farm.
+    with open(workdir / "sim.log", "wb") as log:
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "orchestrator",
+                "sim",
+                "--inventory",
+                str(inventory),
+                "--describe",
+                str(describe),
+            ],
+            stdout=subprocess.PIPE,
+            stderr=log,
+            env=_env(),
+        )
+    f = Farm(inventory, {}, proc, workdir)
+    if track is not None:
+        track(f)
+    try:
+        _wait_ready(proc, workdir / "sim.log", deadline=time.monotonic() + 60)
+    except BaseException:
+        stop_farm(f)
+        raise
+    f.describe = json.loads(describe.read_text())
+    return f
+
+
+def stop_farm(f: Farm) -> None:
+    f.proc.terminate()
+    try:
+        f.proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        f.proc.kill()
+        f.proc.wait()
+
+
+def _wait_ready(proc: subprocess.Popen[bytes], log: Path, deadline: float) -> None:
+    assert proc.stdout is not None
+    sel = selectors.DefaultSelector()
+    sel.register(proc.stdout, selectors.EVENT_READ)
+    buf = b""
+    while time.monotonic() < deadline:
+        if sel.select(timeout=max(0.0, deadline - time.monotonic())):
+            chunk = os.read(proc.stdout.fileno(), 4096)
+            if not chunk:
+                break
+            buf += chunk
+            if b"ready\n" in buf:
+                return
+    raise AssertionError(f"farm did not become ready: {buf!r}\n{log.read_text()}")

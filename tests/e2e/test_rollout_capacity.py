@@ -96,7 +96,8 @@ def test_a_canary_whose_health_does_not_hold_during_the_bake_stops_the_rollout(
             rollout={
                 "strategy": "batch",
                 "batch": [1, 2],
-                "canary": {"bake_seconds": 30},
+                # Far longer than the run may take: the canary's failure must end the bake early.
+                "canary": {"bake_seconds": 900},
                 "failure_budget": {"max_failures": 1},
             },
         )
@@ -106,7 +107,12 @@ def test_a_canary_whose_health_does_not_hold_during_the_bake_stops_the_rollout(
     wait_for_event(events, time.monotonic() + 60, event="node_finished", node="web-01")
     # The canary is back and baking; then its site breaks.
     f.client("web-01").execute_ps("Stop-Service -Name W3SVC -Force")
-    proc.communicate(timeout=60)  # well before the 30 s bake would have ended
+    try:
+        proc.communicate(timeout=120)  # a run that sat through the bake would still be waiting
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
     assert proc.returncode == ExitCode.ABORTED_BUDGET
     report = json.loads((tmp_path / "r.json").read_text())
     nodes = {n["name"]: n for n in report["nodes"]}

@@ -6,8 +6,13 @@ Each test asserts what the operator sees (exit code, report) and what really hap
 
 from __future__ import annotations
 
+from datetime import datetime
+from pathlib import Path
 from typing import Any
 
+import yaml
+
+from orchestrator.remote.cmdlets import CMDLETS
 from orchestrator.results import ExitCode
 from tests.e2e.harness import Farm, InventorySpec
 
@@ -78,11 +83,58 @@ def test_control_busy_1061_is_waited_out(farm: Any) -> None:
     rejected = [e for e in f.node_events("web-01", "service_control_failed") if e.get("service") == "W3SVC"]
     assert rejected, "the fault should have answered 1061 at least once"
     assert ("W3SVC", "Stopped") in states(f, "web-01") and ("W3SVC", "Running") in states(f, "web-01")
+    # Every 1061 the node answered is in the stop phase's detail: the operator sees what was waited for.
+    stop = next(p for p in run.node("web-01")["phases"] if p["phase"] == "stop")
+    assert stop["detail"].count("W3SVC: 1061") == len(rejected), stop["detail"]
+
+
+def test_a_chain_of_slow_services_is_not_failed_for_its_total(farm: Any) -> None:
+    # Each service takes 1.2 s to stop, well within its 2 s limit; the three together take longer.
+    slow = {"timings": {"default": {"stop": {"low": 1.2, "high": 1.2}, "start": {"low": 0.05, "high": 0.05}}}}
+    f = farm(InventorySpec(nodes=1, sim=slow, timeouts={"stop": 2}))
+    run = f.run()
+    assert run.code == ExitCode.SUCCEEDED, run.stdout + run.stderr
+    stop = next(p for p in run.node("web-01")["phases"] if p["phase"] == "stop")
+    assert "stop round cut short after 2s; polling" in stop["detail"], stop["detail"]
+    stopped = [svc for svc, state in states(f, "web-01") if state == "Stopped"]
+    assert stopped == ["W3LOGSVC", "W3SVC", "WAS"]
+
+
+def test_a_restart_is_a_handful_of_pipelines(farm: Any) -> None:
+    # Services that stop and start at once: what remains is the product's own remote round trips.
+    instant = {"low": 0.0, "high": 0.001}
+    f = farm(InventorySpec(nodes=2, sim={"timings": {"default": {"stop": instant, "start": instant}}}))
+    run = f.run()
+    assert run.code == ExitCode.SUCCEEDED, run.stdout + run.stderr
+    for node in ("web-01", "web-02"):
+        actions = [e["action"] for e in f.node_events(node, "winrm_request")]
+        # One pool; one pipeline each for the preflight read, the stop round (each stop waited for
+        # by Windows, then the read after it) and the start round whose read serves verify and the
+        # final state; a poll at most, should the machine be slow enough for a call to be cut short.
+        assert actions.count("Create") == 1 and actions.count("Delete") == 1, actions
+        assert 3 <= actions.count("Command") <= 4, actions
+        running = [svc for svc, state in states(f, node) if state == "Running"]
+        assert running[-3:] == ["WAS", "W3SVC", "W3LOGSVC"]
+        assert run.node(node)["services_after"] == {
+            "W3LOGSVC": "Running",
+            "W3SVC": "Running",
+            "WAS": "Running",
+            "HTTP": "Running",
+            "RPCSS": "Running",
+        }
 
 
 def test_access_denied_is_classified_and_fails_fast(farm: Any) -> None:
-    f = farm(InventorySpec(nodes=2, faults={"web-01": [{"kind": "access_denied", "service": "W3SVC"}]}))
-    run = f.run()
+    stop_timeout = 300.0
+    f = farm(
+        InventorySpec(
+            nodes=2,
+            faults={"web-01": [{"kind": "access_denied", "service": "W3SVC"}]},
+            timeouts={"stop": stop_timeout, "node": 2 * stop_timeout},
+        )
+    )
+    # A run that waited for the stop timeout would still be running at this deadline.
+    run = f.run(timeout=stop_timeout / 3)
     node = run.node("web-01")
     assert node["outcome"] == "failed"
     errors = [p["error"] for p in node["phases"] if p["error"]]
@@ -90,8 +142,11 @@ def test_access_denied_is_classified_and_fails_fast(farm: Any) -> None:
     assert errors[0]["code"] == 5
     stop = next(p for p in node["phases"] if p["phase"] == "stop")
     # Fails on the first refusal rather than waiting for the stop timeout.
-    assert stop["outcome"] == "failed"
-    assert killed(f) == []
+    assert stop["outcome"] == "failed" and stop["attempts"] == 1
+    took = datetime.fromisoformat(stop["ended_at"]) - datetime.fromisoformat(stop["started_at"])
+    assert took.total_seconds() < stop_timeout / 10
+    # Its dependent was stopped first, W3SVC itself refused once (OpenService), nothing killed.
+    assert controls(f, "web-01") == [("W3LOGSVC", "stop")] and killed(f) == []
 
 
 def test_wrong_credentials_refuse_the_run_before_anything_is_touched(farm: Any) -> None:
@@ -103,6 +158,10 @@ def test_wrong_credentials_refuse_the_run_before_anything_is_touched(farm: Any) 
     assert node["phases"][0]["error"]["kind"] == "auth"
     assert all(run.node(n)["outcome"] == "not_started" for n in ("web-01", "web-03"))
     assert touched(f) == []
+    assert run.report is not None
+    assert run.report["budget"]["stopped"].startswith(
+        "preflight refused 1 node(s), so none was touched: web-02: preflight: "
+    )
 
 
 def test_winrm_down_refuses_the_run_before_anything_is_touched(farm: Any) -> None:
@@ -144,6 +203,15 @@ def test_spent_budget_starts_no_further_node(farm: Any) -> None:
     assert run.node("web-03")["outcome"] == "not_started"
     assert run.node("web-04")["outcome"] == "not_started"
     assert controls(f, "web-03") == [] and controls(f, "web-04") == []
+    # Exit 5 says why: what was tolerated, what was spent, and that the run stopped for it.
+    assert run.report is not None
+    budget = run.report["budget"]
+    assert (budget["limit"], budget["spent"]) == (1, 2)
+    assert budget["exhausted"] == "2 failures exceed the 1 tolerated"
+    assert budget["stopped"].startswith("failure budget spent: 2 failures exceed the 1 tolerated")
+    assert "stopped: failure budget spent" in run.stdout
+    # The journal keeps it: `status` after the fact says the same.
+    assert "stopped: failure budget spent: 2 failures exceed the 1 tolerated" in f.run_status()
 
 
 def test_kill_workers_only_when_the_inventory_names_it(farm: Any) -> None:
@@ -157,3 +225,18 @@ def test_kill_workers_only_when_the_inventory_names_it(farm: Any) -> None:
     assert {k["source"] for k in kills} == {"powershell"}, kills  # our Stop-Process, not IIS itself
     stop = next(p for p in run.node("web-01")["phases"] if p["phase"] == "stop")
     assert "kill-workers" in stop["detail"]
+
+
+def test_a_jea_endpoint_exposing_only_the_products_cmdlets_is_enough(farm: Any, tmp_path: Path) -> None:
+    # NoLanguage: cmdlets only, several statements per pipeline allowed, nothing else visible.
+    jea = {"name": "OrchestratorJEA", "visible_cmdlets": list(CMDLETS)}
+    f = farm(InventorySpec(nodes=1, sim={"endpoints": [jea]}))
+    data = yaml.safe_load(f.inventory.read_text())
+    data["defaults"]["transport"] = {"configuration_name": "OrchestratorJEA"}
+    inventory = tmp_path / "jea.yaml"
+    inventory.write_text(yaml.safe_dump(data, sort_keys=False))
+    run = f.run(inventory=inventory)
+    assert run.code == ExitCode.SUCCEEDED, run.stdout + run.stderr
+    stopped = [svc for svc, state in states(f, "web-01") if state == "Stopped"]
+    assert stopped == ["W3LOGSVC", "W3SVC", "WAS"]
+    assert run.node("web-01")["services_after"]["W3SVC"] == "Running"

@@ -105,6 +105,12 @@ def test_a_short_change_window_uses_the_durations_of_earlier_runs(farm: Any) -> 
     first = f.run(inventory=windowed)
     assert first.code == ExitCode.ABORTED_WINDOW, first.stdout + first.stderr
     assert [first.node(n)["outcome"] for n in ("web-01", "web-02")] == ["not_started", "not_started"]
+    assert first.report is not None
+    assert first.report["budget"]["stopped"] == (
+        f"change window: 2 node(s) not started (the next, web-01, needs about 900 s), as they would not "
+        f"finish by {datetime.fromisoformat(closes).isoformat()}"
+    )
+    assert "stopped: change window: 2 node(s) not started" in first.stdout
 
     # One run without a window (the same inventory file, so the same history) ...
     windowed.write_text(f.inventory.read_text())

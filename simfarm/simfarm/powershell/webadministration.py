@@ -2,7 +2,7 @@
 
 Stop-WebAppPool returns once the pool is Stopping (workers drain in the background);
 Restart-WebAppPool is an overlapped recycle. Start on a started pool succeeds silently: the
-sources do not say otherwise (windows-fidelity §4).
+sources do not say otherwise (docs/windows-fidelity.md §4).
 """
 
 from __future__ import annotations
