@@ -30,8 +30,13 @@ browser:
 	@command -v chromium >/dev/null || apt-get install -y chromium \
 		|| (apt-get update && apt-get install -y chromium)
 
+# The root suite in two processes (pytest-xdist): its end-to-end tests mostly wait on farms and
+# child processes. Each worker's farms take loopback blocks of their own (tests/e2e/harness.py);
+# tests on fixed addresses share an xdist group, so they never run at once. PYTEST_WORKERS=0: one process.
+PYTEST_WORKERS ?= 2
+
 test: lint browser
-	$(VENV)/bin/pytest -q
+	$(VENV)/bin/pytest -q -n $(PYTEST_WORKERS) --dist loadgroup
 	cd simfarm && $(abspath $(VENV))/bin/pytest -q
 
 # Start the simulated farm from inventories/demo.yaml, roll a restart over it, print the summary,
