@@ -36,8 +36,13 @@ postgresql:
 	@ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 || apt-get install -y postgresql \
 		|| (apt-get update && apt-get install -y postgresql)
 
+# The root suite in two processes (pytest-xdist): its end-to-end tests mostly wait on farms and
+# child processes. Each worker's farms take loopback blocks of their own (tests/e2e/harness.py);
+# tests on fixed addresses share an xdist group, so they never run at once. PYTEST_WORKERS=0: one process.
+PYTEST_WORKERS ?= 2
+
 test: lint browser postgresql
-	$(VENV)/bin/pytest -q
+	$(VENV)/bin/pytest -q -n $(PYTEST_WORKERS) --dist loadgroup
 	cd simfarm && $(abspath $(VENV))/bin/pytest -q
 
 # Start the simulated farm from inventories/demo.yaml, roll a restart over it, print the summary,

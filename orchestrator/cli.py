@@ -106,8 +106,8 @@ def _load(path: Path):  # type: ignore[no-untyped-def]
 def validate(inventory: InventoryArg) -> None:
     """Check an inventory, its rollout policy and the files it names, without contacting any node."""
     from orchestrator.inventory.live import window_over
+    from orchestrator.precheck import InvalidInput, load_balancer, static_plan
     from orchestrator.results import utc_now
-    from orchestrator.rollout import InvalidInput, load_balancer, static_plan
 
     inv = _load(inventory)
     try:
@@ -150,7 +150,7 @@ def plan(
     as_json: Annotated[bool, typer.Option("--json", help="Print the plan as JSON.")] = False,
 ) -> None:
     """Show the order, batches or window, and limits a run would follow (no node is contacted)."""
-    from orchestrator.rollout import InvalidInput, static_plan
+    from orchestrator.precheck import InvalidInput, static_plan
 
     inv = _load(inventory)
     try:
@@ -259,6 +259,7 @@ def _roll(
     from orchestrator.journal import JournalError
     from orchestrator.log import configure_logging
     from orchestrator.notify import Notifier
+    from orchestrator.precheck import InvalidInput
     from orchestrator.report import (
         print_summary,
         write_html,
@@ -269,7 +270,7 @@ def _roll(
     from orchestrator.report.events import EventStream, RunFinished, RunStarted
     from orchestrator.report.progress import LiveProgress
     from orchestrator.results import compute_totals, exit_code_for
-    from orchestrator.rollout import InvalidInput, Locked, Rollout, RunOptions
+    from orchestrator.rollout import Locked, Rollout, RunOptions
 
     inv = _load(inventory)
     _check_options(
@@ -494,7 +495,7 @@ def status(
 
 def _live_status(inv: Any, states: dict[str, NodeState], concurrency: int) -> None:
     from orchestrator.live_status import compare, read_farm
-    from orchestrator.rollout import InvalidInput, load_balancer
+    from orchestrator.precheck import InvalidInput, load_balancer
 
     try:
         lb = load_balancer(inv)

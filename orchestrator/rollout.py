@@ -32,11 +32,12 @@ from orchestrator.inventory.live import check_at_run
 from orchestrator.jobs import make_job, make_target
 from orchestrator.journal import Journal, JournalError, JournalUnavailable, LockHeld, LockTakeover
 from orchestrator.lb.base import LBError, LoadBalancer
-from orchestrator.lb.registry import UnavailableDriver, build, drain_policy
+from orchestrator.lb.registry import drain_policy
 from orchestrator.lease import Heartbeat, farm_identity
 from orchestrator.lifecycle import NotStarted, Skip
 from orchestrator.log import register_secret
 from orchestrator.plan import Plan, PlanError, make_plan
+from orchestrator.precheck import InvalidInput, load_balancer, static_plan
 from orchestrator.recording import RunRecorder
 from orchestrator.remote.session import Session
 from orchestrator.report.console import LiveProgress
@@ -66,10 +67,6 @@ _WATCH_SECONDS = 2.0
 _CLOSE_AFTER_STOP = 2.0
 
 
-class InvalidInput(Exception):
-    """Refused before anything was touched; the message names file, line and field where it can."""
-
-
 class Locked(Exception):
     def __init__(self, held: LockHeld) -> None:
         self.held = held
@@ -84,33 +81,6 @@ class RunOptions:
     progress: LiveProgress | None = None  # on a terminal
     # Told once the run holds the lock and is recorded (live header, notifications); must not block.
     on_start: Callable[[RunStarted], None] | None = None
-
-
-def static_plan(inv: Inventory) -> Plan:
-    """The plan from the inventory alone (validate/plan commands, and the first gate of run)."""
-    try:
-        return make_plan(inv)
-    except PlanError as exc:
-        raise InvalidInput(str(inv.error_at(exc.path, exc.message))) from None
-
-
-def load_balancer(inv: Inventory) -> LoadBalancer:
-    """The inventory's balancer (several instances as one). A driver that is not available is
-    refused, never silently replaced: restarting nodes that the balancer still sends traffic to is
-    exactly what this tool prevents."""
-    try:
-        nodes = {n.lb_name: {"lb_name": n.lb_name, "name": n.name, "host": n.host} for n in inv.nodes}
-        return build(inv.load_balancers or (inv.load_balancer,), nodes)
-    except UnavailableDriver as exc:
-        raise InvalidInput(
-            str(
-                inv.error_at(
-                    (*inv.balancer_path(exc.index), "driver"),
-                    f"the {exc.driver!r} driver is not available in this version; use 'none' (drain the "
-                    "nodes by other means), 'haproxy', or see docs/load-balancers.md",
-                )
-            )
-        ) from None
 
 
 def inventory_digest(path: Path) -> str:
@@ -713,14 +683,3 @@ def _monotonic_deadline(finish_by: datetime | None) -> float | None:
     if finish_by is None:
         return None
     return time.monotonic() + (finish_by - utc_now()).total_seconds()
-
-
-__all__ = [
-    "InvalidInput",
-    "Locked",
-    "Rollout",
-    "RunOptions",
-    "inventory_digest",
-    "load_balancer",
-    "static_plan",
-]

@@ -10,19 +10,27 @@ from collections.abc import Callable, Mapping, Sequence
 
 from orchestrator.inventory import LoadBalancer as Settings
 from orchestrator.lb.base import DrainPolicy, LoadBalancer
-from orchestrator.lb.command import CommandBalancer
-from orchestrator.lb.haproxy import HAProxy
-from orchestrator.lb.none import NoBalancer
 from orchestrator.lb.retrying import Retrying
 from orchestrator.lb.several import Several
-from orchestrator.lb.webhook import HttpBalancer
 
 # lb_name -> the node's fields a driver may template with: lb_name, name, host.
 NodeFields = Mapping[str, Mapping[str, str]]
 Factory = Callable[[Settings, NodeFields], LoadBalancer]
 
 
+# Each factory imports its driver when a balancer is built, so an inventory imports only the
+# driver it names (the http driver's aiohttp, for one, is not the haproxy driver's business).
+
+
+def _none(_s: Settings, _nodes: NodeFields) -> LoadBalancer:
+    from orchestrator.lb.none import NoBalancer
+
+    return NoBalancer()
+
+
 def _haproxy(s: Settings, _nodes: NodeFields) -> LoadBalancer:
+    from orchestrator.lb.haproxy import HAProxy
+
     h = s.haproxy
     assert h is not None  # the inventory requires the section beside the driver
     backends = [h.backend] if isinstance(h.backend, str) else list(h.backend)
@@ -30,6 +38,8 @@ def _haproxy(s: Settings, _nodes: NodeFields) -> LoadBalancer:
 
 
 def _command(s: Settings, nodes: NodeFields) -> LoadBalancer:
+    from orchestrator.lb.command import CommandBalancer
+
     c = s.command
     assert c is not None
     argv = {"drain": c.drain, "ready": c.ready, "status": c.status}
@@ -39,12 +49,14 @@ def _command(s: Settings, nodes: NodeFields) -> LoadBalancer:
 
 
 def _http(s: Settings, nodes: NodeFields) -> LoadBalancer:
+    from orchestrator.lb.webhook import HttpBalancer
+
     assert s.http is not None
     return HttpBalancer(s.http, nodes)
 
 
 DRIVERS: dict[str, Factory] = {
-    "none": lambda _s, _n: NoBalancer(),
+    "none": _none,
     "haproxy": _haproxy,
     "command": _command,
     "http": _http,

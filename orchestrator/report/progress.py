@@ -22,13 +22,15 @@ from types import TracebackType
 from typing import Any
 
 from rich.console import Console, Group
+from rich.control import strip_control_codes
 from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
 from orchestrator.budget import FailureBudget
 from orchestrator.inventory import FailureBudgetPolicy
-from orchestrator.report.events import NodeFinished, PhaseEvent, RunStarted, redacted_event
+from orchestrator.log import scrub
+from orchestrator.report.events import NodeFinished, PhaseEvent, RunStarted
 
 _FINISHED = ("done", "failed", "interrupted", "not_started", "skipped")
 _STATUS_STYLE = {"started": "cyan", "ok": "green", "failed": "red", "cancelled": "yellow"}
@@ -208,7 +210,8 @@ class LiveProgress:
     def update(self, event: PhaseEvent | NodeFinished) -> None:
         if not self._enabled:
             return
-        event = redacted_event(event)
+        # Only the texts shown are scrubbed of secrets (as redacted_event would): one event per phase
+        # change, so its cost per node counts (docs/benchmarks.md).
         now = self._clock()
         at = event.at.strftime("%H:%M:%SZ")
         with self._lock:
@@ -218,21 +221,22 @@ class LiveProgress:
                     node.phase_since = now
                 if event.phase != "preflight" and node.started is None:
                     node.started = now
-                node.phase, node.status, node.detail = event.phase, event.status, event.detail
+                node.phase, node.status, node.detail = event.phase, event.status, scrub(event.detail)
                 if (event.phase, event.status) == ("preflight", "ok"):
                     # Preflighted, not yet started: say what the operator is looking at.
                     node.detail = "waiting for its turn"
                 if event.error is not None:
-                    node.detail = f"{event.error.kind}: {event.error.message}"
+                    node.detail = scrub(f"{event.error.kind}: {event.error.message}")
                 line = f"{at} {event.node} {event.phase} {event.status}"
             else:
                 node.outcome = event.outcome
-                node.detail = event.reason or ""
+                node.detail = scrub(event.reason or "")
                 if node.started is not None and event.outcome in ("done", "failed"):
                     self._durations.append(now - node.started)
                 line = f"{at} {event.node} {event.outcome} (rotation {event.rotation})"
             if node.detail:
                 line += f": {node.detail}"
+            line = scrub(line)
         if self._live is None:
             self._say(line)
         elif isinstance(event, NodeFinished):
@@ -245,8 +249,11 @@ class LiveProgress:
         if self._live is not None:
             self._live.console.print(Text(line, style=style), soft_wrap=True)
             self._live.refresh()
-        else:
-            self._console.print(line, markup=False, highlight=False, soft_wrap=True)
+        elif not self._console.quiet:
+            # Off a terminal a line is written as it is, control characters removed as rich would:
+            # rendering it through the console cost more than the rest of the event's bookkeeping.
+            self._console.file.write(strip_control_codes(line) + "\n")
+            self._console.file.flush()
 
     # --- the live view ------------------------------------------------------------------------------
 

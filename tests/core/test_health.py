@@ -13,6 +13,8 @@ from simfarm.certs import FarmCA
 from orchestrator.health import HealthChecker, HealthSpec, Unhealthy
 
 ADDRESS = "127.0.61.1"
+# Every test here listens on 127.0.61.1: never two at once in parallel workers.
+pytestmark = pytest.mark.xdist_group("127.0.61.x")
 
 
 async def _serve(app: web.Application, port: int, tls: ssl.SSLContext | None = None) -> web.AppRunner:

@@ -9,7 +9,7 @@ from orchestrator.inventory import parse_inventory
 from orchestrator.lb import registry
 from orchestrator.lb.base import DrainPolicy
 from orchestrator.lb.registry import drain_policy
-from orchestrator.rollout import InvalidInput, load_balancer
+from orchestrator.precheck import InvalidInput, load_balancer
 from orchestrator.yamlsource import SourceError
 from tests.core.test_inventory import marked, text
 

@@ -337,6 +337,24 @@ def test_live_progress_prints_plain_lines_off_a_terminal() -> None:
     ]
 
 
+def test_plain_progress_lines_hold_no_secret_and_no_control_character() -> None:
+    secret = f"Pw-{uuid.uuid4().hex}"
+    register_secret(secret)
+    out = io.StringIO()
+    with LiveProgress(["web01"], Console(file=out, force_terminal=False, width=80)) as progress:
+        progress.update(
+            PhaseEvent(
+                at=at(1),
+                run_id="r",
+                node="web01",
+                phase="drain",
+                status="failed",
+                error=ErrorInfo(kind="lb", message=f"refused for {secret}\x07 now"),
+            )
+        )
+    assert out.getvalue().splitlines() == [f"02:00:01Z web01 drain failed: lb: refused for {REDACTED} now"]
+
+
 def test_a_preflighted_node_shows_as_waiting_for_its_turn() -> None:
     out = io.StringIO()
     with LiveProgress(["web01"], Console(file=out, force_terminal=False, width=100)) as progress:

@@ -3,7 +3,6 @@ orchestrator run through its command line against it, over real sockets."""
 
 from __future__ import annotations
 
-import itertools
 import json
 import os
 import selectors
@@ -11,15 +10,37 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 
-# Each farm gets its own /24 on loopback so tests never share listeners.
-_blocks = itertools.count(100)
+# Each farm gets its own /24 on loopback (127.0.B.x) so tests never share listeners. Blocks 100-249
+# are the harness's (1 is the demo's, 60 and 61 are fixed test addresses, 250 a host nobody serves).
+_FIRST_BLOCK, _LAST_BLOCK = 100, 249
+
+
+def _worker_blocks() -> Iterator[int]:
+    """This test process's blocks. Parallel workers (pytest-xdist's `gwN`, `N` of
+    PYTEST_XDIST_WORKER_COUNT) each take every count-th block from their own offset, so two workers
+    never hand out the same block; a lone process takes them all in order."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
+    count = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    yield from range(_FIRST_BLOCK + int(worker.removeprefix("gw")), _LAST_BLOCK + 1, count)
+    raise RuntimeError(
+        f"test worker {worker} used all its loopback blocks (127.0.{_FIRST_BLOCK}-{_LAST_BLOCK}.x, one in "
+        f"{count}): run fewer workers"
+    )
+
+
+_blocks = _worker_blocks()
+
+# Tests that listen on (or occupy) fixed addresses share an xdist group, so parallel workers never
+# run two of them at once (the Makefile runs `--dist loadgroup`).
+DEMO_ADDRESSES = pytest.mark.xdist_group("127.0.1.x: the demo inventory's own addresses")
 
 PASSWORD = "E2e-Passw0rd!"
 

@@ -15,6 +15,7 @@ import yaml
 
 from orchestrator import __version__
 from orchestrator.results import ExitCode
+from tests.e2e.harness import DEMO_ADDRESSES
 
 ROOT = Path(__file__).parents[2]
 BIN = Path(sys.executable).parent  # the virtualenv's bin, as `. .venv/bin/activate` puts it on PATH
@@ -99,6 +100,7 @@ def test_validate_names_the_line_of_a_missing_file(tmp_path: Path) -> None:
     assert _cli("validate", "inventories/example.yaml").returncode == 0
 
 
+@DEMO_ADDRESSES
 def test_make_demo_on_busy_addresses_says_so_in_one_line(tmp_path: Path) -> None:
     busy = socket.socket()
     busy.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)

@@ -8,7 +8,9 @@ from typing import Any
 import yaml
 
 from orchestrator.results import ExitCode
-from tests.e2e.harness import down_intervals, max_concurrent
+from tests.e2e.harness import DEMO_ADDRESSES, down_intervals, max_concurrent
+
+pytestmark = DEMO_ADDRESSES
 
 DEMO = Path(__file__).parents[2] / "inventories" / "demo.yaml"
 

@@ -17,6 +17,8 @@ from orchestrator.remote.errors import RemoteError
 from orchestrator.remote.session import Session, Target
 
 ADDRESS = "127.0.60.1"
+# Every test here listens on 127.0.60.x: never two at once in parallel workers.
+pytestmark = pytest.mark.xdist_group("127.0.60.x")
 FAST = {"timings": {"default": {"stop": {"low": 0.01, "high": 0.02}, "start": {"low": 0.01, "high": 0.02}}}}
 
 
