@@ -314,6 +314,9 @@ def _retried(method: Callable[P, R]) -> Callable[P, R]:
         while True:
             try:
                 result = method(*args, **kwargs)
+            except StoreError as exc:
+                # The server now refuses this controller for good (its password or role changed).
+                raise JournalError(f"the journal {journal.where} refused the connection: {exc}") from None
             except Unavailable as exc:
                 if time.monotonic() + pause > deadline:
                     journal._down = True
@@ -361,9 +364,6 @@ class Journal:
         self.path = Path(self.where) if self.kind == "sqlite" else None
         try:
             self._migrate()
-        except StoreError as exc:
-            self._store.close()
-            raise JournalError(f"the journal {self.where} refused the connection: {exc}") from None
         except BaseException:
             self._store.close()
             raise
