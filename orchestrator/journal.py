@@ -172,7 +172,7 @@ class LockHeld(JournalError):
         beat = f", last beat {last_beat.isoformat()}" if last_beat is not None else ""
         super().__init__(
             f"run {run_id} ({who}pid {pid} on {host}, since {since.isoformat()}{beat}) "
-            "holds this inventory's lock"
+            "holds the lease on this farm's hosts"
         )
         self.pid = pid
         self.host = host
