@@ -106,25 +106,34 @@ def _load(path: Path):  # type: ignore[no-untyped-def]
 def validate(inventory: InventoryArg) -> None:
     """Check an inventory, its rollout policy and the files it names, without contacting any node."""
     from orchestrator.inventory.live import window_over
-    from orchestrator.named_files import unreadable_files
     from orchestrator.results import utc_now
     from orchestrator.rollout import InvalidInput, load_balancer, static_plan
 
     inv = _load(inventory)
     try:
         plan = static_plan(inv)
+    except InvalidInput as exc:
+        _fail(str(exc), ExitCode.INVALID_INPUT)
+    _check_named_files(inv)  # before the drivers are built: one opens its CA bundle at once
+    try:
         load_balancer(inv)
     except InvalidInput as exc:
         _fail(str(exc), ExitCode.INVALID_INPUT)
-    missing = unreadable_files(inv)
-    if missing:
-        for problem in missing[:-1]:
-            err.print(f"[bold red]error:[/] {problem}", soft_wrap=True)
-        _fail(str(missing[-1]), ExitCode.INVALID_INPUT)
     if (over := window_over(inv, utc_now())) is not None:
         # Valid as a file, but `run` would refuse it tonight: worth saying, not failing on.
         err.print(f"[yellow]warning:[/] {over}; run would refuse it", soft_wrap=True)
     out.print(f"{inventory}: OK ({len(inv.nodes)} nodes, {_shape(plan)})", soft_wrap=True)
+
+
+def _check_named_files(inv: Any) -> None:
+    """Every file the inventory names is usable (exit 2 naming file:line:field for each that is not)."""
+    from orchestrator.named_files import unreadable_files, unusable_balancer_files
+
+    missing = unreadable_files(inv) + unusable_balancer_files(inv)
+    if missing:
+        for problem in missing[:-1]:
+            err.print(f"[bold red]error:[/] {problem}", soft_wrap=True)
+        _fail(str(missing[-1]), ExitCode.INVALID_INPUT)
 
 
 def _shape(p: Plan) -> str:
@@ -274,6 +283,7 @@ def _roll(
             "--prometheus": outputs.prometheus,
         },
     )
+    _check_named_files(inv)
     configure_logging(log_level)
     state = _resume_state(inv, run_id) if resuming else None
     stream = EventStream(outputs.events) if outputs.events else None
@@ -506,7 +516,7 @@ def _live_status(inv: Any, states: dict[str, NodeState], concurrency: int) -> No
                 journal,
                 services,
                 node.health or "-",
-                node.rotation or f"- ({lb.name})",
+                f"{node.rotation} ({node.balancer})" if node.rotation else node.balancer or f"- ({lb.name})",
                 "; ".join(differences) or "as recorded",
             )
         )

@@ -35,6 +35,8 @@ class LiveNode:
     health: str | None = None  # "ok: 200 in 3 ms" / "failing: connection refused"; None: not probed
     healthy: bool | None = None
     rotation: str | None = None  # None: no balancer to ask (driver none)
+    balancer: str | None = None  # the balancer's own word (HAProxy: UP, DRAIN, MAINT, DOWN ...)
+    balancer_healthy: bool | None = None  # the balancer's own health check, None when it has none
     error: str | None = None
 
 
@@ -68,6 +70,11 @@ def compare(recorded: NodeState | None, live: LiveNode) -> list[str]:
             differences.append(f"rotation: journal {recorded.rotation}, balancer {live.rotation}")
         if recorded.outcome == "done" and live.healthy is False:
             differences.append("health: done in the journal, failing now")
+        # Out of rotation is said above; a server in rotation whose check fails is a difference of its own.
+        if recorded.outcome == "done" and live.balancer_healthy is False and live.rotation == "in":
+            differences.append(
+                f"balancer: done in the journal, its health check says {live.balancer or 'down'}"
+            )
     elif live.healthy is False:
         differences.append("health failing (no run recorded)")
     return differences
@@ -93,17 +100,24 @@ async def _read_node(
         await session.close()
     probe = await health.probe(make_job(node).health)
     rotation: str | None = None
+    balancer: str | None = None
+    balancer_healthy: bool | None = None
     if lb.name != "none":  # `none` knows only what this process told it: nothing
         try:
-            rotation = (await lb.state(node.lb_name)).rotation
+            membership = await lb.state(node.lb_name)
         except LBError as exc:
-            rotation = f"unknown ({exc})"
+            balancer = f"not readable: {exc}"
+        else:
+            rotation, balancer_healthy = membership.rotation, membership.healthy
+            balancer = membership.status or membership.admin or membership.rotation
     return LiveNode(
         node.name,
         services={key: state.status for key, state in found.items()},
         health=("ok: " if probe.ok else "failing: ") + probe.detail,
         healthy=probe.ok,
         rotation=rotation,
+        balancer=balancer,
+        balancer_healthy=balancer_healthy,
     )
 
 

@@ -9,6 +9,7 @@ change window; the error names the inventory line where the path was set.
 from __future__ import annotations
 
 import os
+import shutil
 import stat
 from collections.abc import Iterator
 from pathlib import Path
@@ -64,4 +65,34 @@ def unreadable_files(inv: Inventory) -> list[SourceError]:
             if key not in seen:  # a default shared by every node is reported once
                 seen.add(key)
                 errors.append(error)
+    return errors
+
+
+def _program_problem(program: str) -> str | None:
+    """A balancer command's program: a path must be an executable file; a bare name must be on PATH."""
+    if os.sep not in program:
+        return None if shutil.which(program) else f"{program} is not found on PATH"
+    path = Path(program)
+    if not path.is_file():
+        return f"{program} does not exist" if not path.exists() else f"{program} is not a file"
+    return None if os.access(path, os.X_OK) else f"{program} is not executable by this account"
+
+
+def unusable_balancer_files(inv: Inventory) -> list[SourceError]:
+    """The balancer drivers' files: an http driver's CA bundle (read as the driver opens it) and the
+    programs a command driver runs."""
+    errors: list[SourceError] = []
+    for index, lb in enumerate(inv.load_balancers or (inv.load_balancer,)):
+        here = inv.balancer_path(index)
+        if lb.http is not None and lb.http.ca_file is not None:
+            problem = _problem(Path(lb.http.ca_file), private=False)
+            if problem is not None:
+                errors.append(inv.error_at((*here, "http", "ca_file"), problem))
+        if lb.command is not None:
+            for operation in ("drain", "ready", "status", "recheck"):
+                argv = getattr(lb.command, operation)
+                if argv:
+                    problem = _program_problem(argv[0])
+                    if problem is not None:
+                        errors.append(inv.error_at((*here, "command", operation, 0), problem))
     return errors

@@ -62,6 +62,8 @@ T = TypeVar("T")
 
 # How often the nodes the run is not touching are probed (a balancer's health check would be ~1 s).
 _WATCH_SECONDS = 2.0
+# How long a stopped run gives its sessions to close before it exits.
+_CLOSE_AFTER_STOP = 2.0
 
 
 class InvalidInput(Exception):
@@ -312,7 +314,16 @@ class Rollout:
             heartbeat.stop()
             for sig in installed:
                 loop.remove_signal_handler(sig)
-            await asyncio.gather(*(s.close() for s in sessions.values()), return_exceptions=True)
+            closing = [asyncio.ensure_future(s.close()) for s in sessions.values()]
+            # A stopped run does not wait for slow nodes to take their leave: a close still pending
+            # goes on in its daemon thread, which the process does not wait for.
+            done, _ = (
+                await asyncio.wait(closing, timeout=_CLOSE_AFTER_STOP if self._stops else None)
+                if closing
+                else (set(), set())
+            )
+            for closed in done:
+                closed.exception()  # a close that failed is of no consequence now; retrieved, not logged
             await self.lb.close()
             try:
                 journal.release_lock(inv.path, self.run_id)

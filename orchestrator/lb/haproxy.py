@@ -152,6 +152,9 @@ class HAProxy:
         self._start_guard()
 
     async def recheck(self, server: str) -> None:
+        if self.drain_state == "maint":
+            # MAINT stops the health checks: go through DRAIN so they run (still no new traffic).
+            await self._set_all(server, "state drain")
         await self._set_all(server, "health down")
 
     async def ready(self, server: str) -> None:

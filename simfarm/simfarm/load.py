@@ -78,13 +78,16 @@ def servers(address: str, backend: str) -> dict[str, dict[str, str]]:
 
 
 class Sampler:
-    """Samples, in a thread, how many servers HAProxy has UP (exactly UP: in rotation and healthy)."""
+    """Samples, in a thread, each server's status (`show stat`) and admin bits (`show servers
+    state`): how many were serving (UP, including a transition such as `UP 1/2`: still in rotation
+    and sent traffic), and which were ever drained."""
 
     def __init__(self, address: str, backend: str, interval: float = 0.1) -> None:
         self.address = address
         self.backend = backend
         self.interval = interval
         self.samples: list[tuple[float, dict[str, str]]] = []
+        self.admin: dict[str, set[int]] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -101,12 +104,19 @@ class Sampler:
             try:
                 rows = servers(self.address, self.backend)
                 self.samples.append((time.monotonic(), {name: r["status"] for name, r in rows.items()}))
+                state = runtime(self.address, f"show servers state {self.backend}").splitlines()[2:]
+                for fields in (line.split() for line in state if line.strip()):
+                    self.admin.setdefault(fields[3], set()).add(int(fields[6]))
             except OSError:
                 pass
             self._stop.wait(self.interval)
 
     def min_up(self) -> int:
-        return min(sum(1 for s in statuses.values() if s == "UP") for _, statuses in self.samples)
+        return min(sum(1 for s in statuses.values() if s.startswith("UP")) for _, statuses in self.samples)
 
     def seen(self, server: str, status: str) -> bool:
         return any(statuses.get(server) == status for _, statuses in self.samples)
+
+    def drained(self, server: str) -> bool:
+        """Whether the server's DRAIN bit was ever set (it stays set from drain until ready)."""
+        return any(bits & 0x18 for bits in self.admin.get(server, ()))

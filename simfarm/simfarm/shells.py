@@ -313,8 +313,10 @@ class PsrpShell(Shell):
     async def _run(
         self, command: PsrpCommand, pipeline: ServerPipeline, statements: list[list[psrpcore.Command]]
     ) -> None:
-        pipeline.start()
-        self.flush()
+        # Windows' server (ServerPowerShellDriver) tells the client of a pipeline's state only when
+        # it ends (Completed, Stopped, Failed), never of Running: a waiting Receive is answered by
+        # the pipeline's first output or its end, not by its start.
+        pipeline._change_state(PSInvocationState.Running, emit=False)
         try:
             for index, statement in enumerate(statements):
                 sink = PipelineWriter(pipeline, statement[-1], self.flush)

@@ -41,12 +41,14 @@ class SiteServer:
         self._endpoint: tuple[str, int] | None = None
         self._lock = asyncio.Lock()
         self._reconcile_task: asyncio.Task[None] | None = None
+        self._holds: dict[str, asyncio.Event] = {}  # /slow?hold=KEY requests wait for /release?key=KEY
 
     async def start(self, address: str, port: int) -> None:
         app = web.Application()
         app.router.add_get("/", self._handle)
         app.router.add_get("/healthz", self._handle)
         app.router.add_get("/slow", self._handle)
+        app.router.add_get("/release", self._release)
         self._runner = web.AppRunner(app, handle_signals=False, access_log=None)
         await self._runner.setup()
         self._endpoint = (address, port)
@@ -97,7 +99,11 @@ class SiteServer:
         try:
             if not await worker.wait_ready():
                 return self._answer(request, 503, UNAVAILABLE, "text/html")
-            if request.path == "/slow":
+            if request.path == "/slow" and "hold" in request.query:
+                released = self._holds.setdefault(request.query["hold"], asyncio.Event())
+                if not await _held(req, released):
+                    return self._reset(request)
+            elif request.path == "/slow":
                 try:
                     seconds = float(request.query.get("seconds", "1"))
                 except ValueError:
@@ -123,6 +129,12 @@ class SiteServer:
             "text/html",
         )
 
+    async def _release(self, request: web.Request) -> web.Response:
+        """A control for tests, outside the site's pipeline: ends the requests held under `key`, so a
+        test decides when an in-flight request finishes instead of guessing a duration."""
+        self._holds.setdefault(request.query.get("key", ""), asyncio.Event()).set()
+        return web.Response(text="released", content_type="text/plain")
+
     def _answer(self, request: web.Request, status: int, body: str, content_type: str) -> web.Response:
         self.counts[status] += 1
         # Failures and health probes one by one (tests prove a node was checked before it counted
@@ -141,6 +153,17 @@ class SiteServer:
             request.transport.abort()
         # Nothing reaches the client: the connection is gone before the response is written.
         return web.Response(status=500)
+
+
+async def _held(req: Request, released: asyncio.Event) -> bool:
+    """Run until released unless the worker dies first; whether the work completed."""
+    waits = [asyncio.ensure_future(released.wait()), asyncio.ensure_future(req.aborted.wait())]
+    try:
+        await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for w in waits:
+            w.cancel()
+    return not req.aborted.is_set()
 
 
 async def _work(req: Request, seconds: float) -> bool:

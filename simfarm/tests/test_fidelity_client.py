@@ -610,3 +610,26 @@ async def test_execute_ps_restart_service_force(farm: Farm, in_thread: InThread)
         ("W3LOGSVC", "Running"),
     ]
     assert await in_thread(_states, farm, "W3SVC", "W3LOGSVC") == {"W3SVC": "Running", "W3LOGSVC": "Running"}
+
+
+async def test_a_waiting_pipeline_is_answered_by_its_end_not_by_its_start(
+    start_farm: StartFarm, in_thread: InThread
+) -> None:
+    """Windows' server sends a pipeline's state only when it ends: a Receive sent while Stop-Service
+    waits is answered when the pipeline completes, so one Receive carries the whole result. A server
+    that also announced Running would answer the first Receive at once, with nothing in it."""
+    slow = {"stop": {"low": 0.5, "high": 0.5}, "start": {"low": 0.01, "high": 0.01}}
+    farm = await start_farm(config=_config(services={"W3LOGSVC": slow}))
+
+    def stop() -> list[ErrorRecord]:
+        with RunspacePool(_wsman(farm)) as pool:
+            ps = PowerShell(pool)
+            ps.add_cmdlet("Stop-Service").add_parameter("Name", "W3LOGSVC")
+            ps.invoke()
+            return list(ps.streams.error)
+
+    assert await in_thread(stop) == []
+    actions = [
+        e["action"] for e in await in_thread(read_events, farm.events_path) if e["kind"] == "winrm_request"
+    ]
+    assert actions == ["Create", "Receive", "Command", "Receive", "Delete"]

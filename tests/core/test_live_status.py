@@ -44,3 +44,15 @@ def test_an_unreadable_node_or_an_unasked_balancer() -> None:
     live = LiveNode("web-01", services={"W3SVC": "Running", "WAS": "Running"}, healthy=True, rotation=None)
     assert compare(state(rotation="unknown"), live) == []
     assert compare(None, LiveNode("web-01", healthy=False)) == ["health failing (no run recorded)"]
+
+
+def test_a_balancer_failing_its_check_on_a_server_in_rotation() -> None:
+    services = {"W3SVC": "Running", "WAS": "Running"}
+    down = LiveNode(
+        "web-01", services=services, healthy=True, rotation="in", balancer="DOWN", balancer_healthy=False
+    )
+    assert compare(state(), down) == ["balancer: done in the journal, its health check says DOWN"]
+    maint = LiveNode(
+        "web-01", services=services, healthy=True, rotation="out", balancer="MAINT", balancer_healthy=False
+    )
+    assert compare(state(), maint) == ["rotation: journal in, balancer out"]

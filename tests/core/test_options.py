@@ -54,14 +54,15 @@ def test_an_existing_journal_of_ours_passes(inv: Inventory) -> None:
 def test_an_unusable_journal_is_refused_at_the_journal_field(
     inv: Inventory, prepare: Callable[[Path], object], message: str
 ) -> None:
-    assert isinstance(inv.journal, Path)  # a file journal (a database is checked when connecting)
-    inv.journal.parent.mkdir(parents=True, exist_ok=True)
-    prepare(inv.journal)
-    content = inv.journal.read_bytes() if inv.journal.is_file() else None
+    journal = inv.journal
+    assert isinstance(journal, Path)  # a file journal; PostgreSQL's are checked when connecting
+    journal.parent.mkdir(parents=True, exist_ok=True)
+    prepare(journal)
+    content = journal.read_bytes() if journal.is_file() else None
     with pytest.raises(OptionError) as caught:
         check_journal(inv)
     assert f"farm.yaml:7:1: journal: {inv.journal}: {message}" in str(caught.value)
-    assert content is None or inv.journal.read_bytes() == content  # left as it was
+    assert content is None or journal.read_bytes() == content  # left as it was
 
 
 def _foreign(path: Path, user_version: int = 0) -> None:

@@ -125,3 +125,45 @@ def test_make_demo_on_busy_addresses_says_so_in_one_line(tmp_path: Path) -> None
     ]
     assert len(ours) == 1, ours
     assert "address already in use" in ours[0] and "127.0.1.1" in ours[0]
+
+
+def test_validate_checks_the_programs_and_ca_bundle_a_balancer_driver_uses(tmp_path: Path) -> None:
+    data = yaml.safe_load(DEMO.read_text())
+    data["journal"] = str(tmp_path / "journal.sqlite")
+    status = tmp_path / "lb-status"
+    status.write_text("#!/bin/sh\necho '{}'\n")
+    status.chmod(0o700)
+    data["load_balancer"] = {
+        "driver": "command",
+        "command": {
+            "drain": [str(tmp_path / "lb-drain"), "{lb_name}"],  # missing
+            "ready": ["sh", "-c", "true"],  # found on PATH
+            "status": [str(status), "{lb_name}"],
+        },
+    }
+    inv = tmp_path / "inv.yaml"
+    inv.write_text(yaml.safe_dump(data, sort_keys=False))
+    result = _cli("validate", str(inv))
+    assert result.returncode == ExitCode.INVALID_INPUT, result.stdout
+    assert "load_balancer.command.drain[0]" in result.stderr and "lb-drain does not exist" in result.stderr
+    assert result.stderr.count("error:") == 1
+    (tmp_path / "lb-drain").write_text("#!/bin/sh\n")
+    result = _cli("validate", str(inv))
+    assert "lb-drain is not executable" in result.stderr
+    (tmp_path / "lb-drain").chmod(0o700)
+    assert _cli("validate", str(inv)).returncode == 0, _cli("validate", str(inv)).stderr
+    data["load_balancer"] = {
+        "driver": "http",
+        "http": {
+            "drain_url": "https://127.0.0.1:9/servers/{lb_name}/drain",
+            "ready_url": "https://127.0.0.1:9/servers/{lb_name}/ready",
+            "status_url": "https://127.0.0.1:9/servers/{lb_name}",
+            "ca_file": str(tmp_path / "lb-ca.pem"),
+        },
+    }
+    inv.write_text(yaml.safe_dump(data, sort_keys=False))
+    for command in ("validate", "run"):  # refused with its place, before any driver opens it
+        result = _cli(command, str(inv))
+        assert result.returncode == ExitCode.INVALID_INPUT, result.stdout + result.stderr
+        assert "load_balancer.http.ca_file" in result.stderr and "lb-ca.pem does not exist" in result.stderr
+        assert "Traceback" not in result.stderr

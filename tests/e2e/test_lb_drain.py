@@ -1,8 +1,13 @@
 """The drain waits for the requests the node itself has in flight (Get-WebRequest over the run's
-WinRM session) and for the balancer's count; each drain-timeout policy."""
+WinRM session) and for the balancer's count; each drain-timeout policy.
+
+The long request is held by the farm's site until the test releases it (`/slow?hold=KEY`,
+`/release?key=KEY`), and the farm records each Get-WebRequest with what it saw: the tests know the
+drain observed the request instead of guessing how long a run takes to reach it."""
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 import urllib.request
@@ -14,15 +19,17 @@ import yaml
 from simfarm.load import servers
 
 from orchestrator.results import ExitCode
-from tests.e2e.harness import InventorySpec
+from tests.e2e.harness import InventorySpec, wait_for_phase
 from tests.e2e.test_lb_haproxy import haproxy_inventory
 
 
 @dataclass
-class SlowRequest:
-    """One long request in a thread; `status` and `ended` (wall clock) once it has an outcome."""
+class HeldRequest:
+    """One request held by the site until released; `status` and `ended` (wall clock) afterwards."""
 
-    url: str
+    via: str  # ADDR:PORT the request goes through (a node's site, or the balancer's frontend)
+    node: str  # ADDR:PORT of the node's site that holds it (where the release goes)
+    key: str = "drain-test"
     status: int | None = None
     ended: float | None = None
     error: str | None = None
@@ -30,7 +37,7 @@ class SlowRequest:
     def start(self) -> threading.Thread:
         def run() -> None:
             try:
-                with urllib.request.urlopen(self.url, timeout=30) as resp:
+                with urllib.request.urlopen(f"http://{self.via}/slow?hold={self.key}", timeout=60) as resp:
                     resp.read()
                     self.status = resp.status
             except OSError as exc:
@@ -40,6 +47,10 @@ class SlowRequest:
         thread = threading.Thread(target=run, daemon=True)
         thread.start()
         return thread
+
+    def release(self) -> None:
+        with urllib.request.urlopen(f"http://{self.node}/release?key={self.key}", timeout=10) as resp:
+            resp.read()
 
 
 def in_flight_on(f: Any, node: str) -> int:
@@ -55,12 +66,23 @@ def in_flight_on(f: Any, node: str) -> int:
     return len(output)
 
 
-def wait_in_flight(f: Any, node: str, count: int) -> None:
+def hold_one(f: Any, via: str) -> tuple[HeldRequest, threading.Thread]:
+    """A request held on web-01 (the only node), confirmed in flight there."""
+    held = HeldRequest(via, f"{f.describe['nodes'][0]['address']}:8080")
+    thread = held.start()
     deadline = time.monotonic() + 15
+    while in_flight_on(f, "web-01") < 1:
+        assert time.monotonic() < deadline, "the request never reached web-01"
+    return held, thread
+
+
+def wait_drain_saw(f: Any, since: float, deadline: float) -> None:
+    """Until the run's drain has read the node's in-flight requests and seen at least one."""
     while time.monotonic() < deadline:
-        if in_flight_on(f, node) >= count:
+        if any(e["ts"] > since and e["count"] >= 1 for e in f.node_events("web-01", "web_requests_read")):
             return
-    raise AssertionError(f"{node} never had {count} request(s) in flight")
+        time.sleep(0.05)
+    raise AssertionError("the drain never read the node's in-flight requests")
 
 
 def _first_stop(f: Any, node: str) -> float:
@@ -68,78 +90,93 @@ def _first_stop(f: Any, node: str) -> float:
     return float(min(e["ts"] for e in controls if e["control"] == "stop"))
 
 
-def _drain(run: Any, node: str) -> dict[str, Any]:
-    phase: dict[str, Any] = next(p for p in run.node(node)["phases"] if p["phase"] == "drain")
+def _drain(report: dict[str, Any], node: str) -> dict[str, Any]:
+    found = next(n for n in report["nodes"] if n["name"] == node)
+    phase: dict[str, Any] = next(p for p in found["phases"] if p["phase"] == "drain")
     return phase
 
 
-# Long enough to outlast the run's preflight on a busy machine: the request is confirmed in flight
-# before the run starts, and must still be in flight when the drain begins.
-LONG = 6
+def _with_balancer(f: Any, lb: dict[str, Any]) -> None:
+    data = yaml.safe_load(f.inventory.read_text())
+    data["load_balancer"] = lb
+    f.inventory.write_text(yaml.safe_dump(data, sort_keys=False))
 
 
 def test_behind_haproxy_the_drain_waits_for_both_counts(farm: Any, tmp_path: Path) -> None:
     inventory, _ = haproxy_inventory(tmp_path, InventorySpec(nodes=1))
     f = farm(inventory)
-    slow = SlowRequest(f"http://{f.describe['load_balancer']['frontend']}/slow?seconds={LONG}")
-    thread = slow.start()
-    wait_in_flight(f, "web-01", 1)
-    run = f.run()
+    held, thread = hold_one(f, f.describe["load_balancer"]["frontend"])
+    since = time.time()
+    report = tmp_path / "report.json"
+    proc = f.start_run("--report", str(report))
+    try:
+        wait_drain_saw(f, since, time.monotonic() + 60)
+        assert f.node_events("web-01", "service_control") == []  # held back while the request runs
+        held.release()
+        out, err = proc.communicate(timeout=90)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
     thread.join(30)
-    assert run.code == ExitCode.SUCCEEDED, run.stdout + run.stderr
-    assert slow.status == 200, slow.error
-    assert slow.ended is not None and _first_stop(f, "web-01") >= slow.ended
-    assert "at most: balancer 1, node 1" in _drain(run, "web-01")["detail"]
+    assert proc.returncode == ExitCode.SUCCEEDED, out + err
+    assert held.status == 200, held.error
+    assert held.ended is not None and _first_stop(f, "web-01") >= held.ended
+    assert "at most: balancer 1, node 1" in _drain(json.loads(report.read_text()), "web-01")["detail"]
 
 
 def test_without_a_balancer_the_node_count_holds_the_stop_back_drain_timeout_fail(farm: Any) -> None:
     # The `none` driver cannot count sessions: only the node's own count sees this request.
-    spec = InventorySpec(nodes=1)
-    f = farm(spec)
-    data = yaml.safe_load(f.inventory.read_text())
-    data["load_balancer"] = {"driver": "none", "drain_timeout": 0.5}
-    f.inventory.write_text(yaml.safe_dump(data, sort_keys=False))
-    address = f.describe["nodes"][0]["address"]
-    slow = SlowRequest(f"http://{address}:8080/slow?seconds={LONG}")
-    thread = slow.start()
-    wait_in_flight(f, "web-01", 1)
+    f = farm(InventorySpec(nodes=1))
+    _with_balancer(f, {"driver": "none", "drain_timeout": 0.5})
+    held, thread = hold_one(f, f"{f.describe['nodes'][0]['address']}:8080")
     run = f.run()
-    thread.join(30)
     node = run.node("web-01")
     assert node["outcome"] == "failed" and node["rotation"] == "out"
-    drain = _drain(run, "web-01")
+    drain = _drain(run.report or {}, "web-01")
     assert drain["error"]["kind"] == "timed_out" and "still in flight" in drain["error"]["message"]
     assert "node 1" in drain["error"]["message"] and "balancer" not in drain["error"]["message"]
     assert f.node_events("web-01", "service_control") == []  # never stopped
-    assert slow.status == 200, slow.error  # and the request finished
+    held.release()
+    thread.join(30)
+    assert held.status == 200, held.error  # and the request finished
 
 
 def test_drain_timeout_proceed_stops_the_node_anyway(farm: Any, tmp_path: Path) -> None:
-    inventory, _ = haproxy_inventory(
-        tmp_path, InventorySpec(nodes=1), lb={"drain_timeout": 0.5, "on_drain_timeout": "proceed"}
-    )
-    f = farm(inventory)
-    slow = SlowRequest(f"http://{f.describe['load_balancer']['frontend']}/slow?seconds={LONG}")
-    thread = slow.start()
-    wait_in_flight(f, "web-01", 1)
-    run = f.run()
+    f = farm(InventorySpec(nodes=1))
+    _with_balancer(f, {"driver": "none", "drain_timeout": 0.5, "on_drain_timeout": "proceed"})
+    held, thread = hold_one(f, f"{f.describe['nodes'][0]['address']}:8080")
+    events = tmp_path / "run-events.jsonl"
+    report = tmp_path / "report.json"
+    proc = f.start_run("--events", str(events), "--report", str(report))
+    try:
+        wait_for_phase(events, "web-01", "stop", time.monotonic() + 60)
+        # IIS's graceful stop lets the request finish: end it now rather than at shutdownTimeLimit.
+        held.release()
+        out, err = proc.communicate(timeout=90)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
     thread.join(30)
-    assert run.code == ExitCode.SUCCEEDED, run.stdout + run.stderr
-    assert "proceeding (on_drain_timeout: proceed)" in _drain(run, "web-01")["detail"]
-    assert slow.ended is not None and _first_stop(f, "web-01") < slow.ended  # stopped while it ran
+    assert proc.returncode == ExitCode.SUCCEEDED, out + err
+    assert (
+        "proceeding (on_drain_timeout: proceed)" in _drain(json.loads(report.read_text()), "web-01")["detail"]
+    )
+    assert held.ended is not None and _first_stop(f, "web-01") < held.ended  # stopped while it ran
 
 
 def test_resume_after_a_drain_timeout_behind_haproxy_finishes_the_node(farm: Any, tmp_path: Path) -> None:
     inventory, (sock,) = haproxy_inventory(tmp_path, InventorySpec(nodes=1), lb={"drain_timeout": 0.5})
     f = farm(inventory)
-    slow = SlowRequest(f"http://{f.describe['load_balancer']['frontend']}/slow?seconds={LONG}")
-    thread = slow.start()
-    wait_in_flight(f, "web-01", 1)
+    held, thread = hold_one(f, f.describe["load_balancer"]["frontend"])
     run = f.run()
-    assert run.node("web-01")["outcome"] == "failed" and _drain(run, "web-01")["error"]["kind"] == "timed_out"
+    assert run.node("web-01")["outcome"] == "failed"
+    assert _drain(run.report or {}, "web-01")["error"]["kind"] == "timed_out"
     assert servers(sock, "web")["web-01"]["status"] == "DRAIN"  # left drained, not stopped
+    held.release()
     thread.join(30)
-    assert slow.status == 200, slow.error
+    assert held.status == 200, held.error
     # The DRAIN found now is the earlier run's own, not an operator's: resume takes the node further.
     resumed = f.run(command="resume")
     assert resumed.code == ExitCode.SUCCEEDED, resumed.stdout + resumed.stderr

@@ -81,7 +81,7 @@ def test_rolling_restart_behind_haproxy_under_load_fails_no_request(farm: Any, t
     assert load.failed == 0, load.failures
     # HAProxy's own view: every node was drained at some point, never fewer than 3 of 4 UP.
     for name in ("web-01", "web-02", "web-03", "web-04"):
-        assert sampler.seen(name, "DRAIN"), name
+        assert sampler.drained(name), name
     assert sampler.min_up() >= 3
     assert {r["status"] for r in servers(sock, "web").values()} == {"UP"}
     undrain = next(p for p in run.node("web-02")["phases"] if p["phase"] == "undrain")
@@ -174,7 +174,7 @@ def test_ha_pair_both_drained_and_restored_one_unreachable_refuses(farm: Any, tm
         run = f.run()
     assert run.code == ExitCode.SUCCEEDED, run.stdout + run.stderr
     for sampler in (first, second):
-        assert sampler.seen("web-01", "DRAIN") and sampler.seen("web-02", "DRAIN")
+        assert sampler.drained("web-01") and sampler.drained("web-02")
     for sock in sockets:
         assert {r["status"] for r in servers(sock, "web").values()} == {"UP"}
     assert json.loads(json.dumps(run.report))["outcome"] == "succeeded"
@@ -237,3 +237,21 @@ def test_a_server_taken_out_by_hand_mid_run_counts_against_the_floor(farm: Any, 
         assert web03["outcome"] == "failed" and "left out by the operator" in web03["left_out_reason"]
     assert f.node_events("web-03", "service_control") == []
     assert servers(sock, "web")["web-03"]["status"] == "MAINT"
+
+
+def test_drain_state_maint_rejoins_through_drain(farm: Any, tmp_path: Path) -> None:
+    spec = InventorySpec(nodes=2)
+    inventory, (sock,) = haproxy_inventory(tmp_path, spec)
+    data = yaml.safe_load(inventory.read_text())
+    data["load_balancer"]["haproxy"]["drain_state"] = "maint"
+    inventory.write_text(yaml.safe_dump(data, sort_keys=False))
+    f = farm(inventory)
+    with Sampler(sock, "web") as sampler:
+        run = f.run()
+    assert run.code == ExitCode.SUCCEEDED, run.stdout + run.stderr
+    # Out in MAINT while stopped; health checked afresh in DRAIN (checks run there) before ready.
+    for name in ("web-01", "web-02"):
+        assert sampler.seen(name, "MAINT"), name
+        undrain = next(p for p in run.node(name)["phases"] if p["phase"] == "undrain")
+        assert "healthy in the balancer while drained (DRAIN)" in undrain["detail"]
+    assert {r["status"] for r in servers(sock, "web").values()} == {"UP"}

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 from typing import Any
 
 from orchestrator.results import ExitCode
@@ -48,3 +49,35 @@ def test_live_status_marks_what_changed_on_the_farm_since_the_run(farm: Any) -> 
     assert lines[-1] == "1 of 3 nodes differ from the journal"
     # Reading is read-only: no service was controlled by the status command.
     assert len([e for e in f.events() if e["kind"] == "service_control"]) == touched_before
+
+
+def test_live_status_reads_haproxy_and_marks_a_server_put_in_maint_by_hand(farm: Any, tmp_path: Path) -> None:
+    from simfarm.load import runtime
+
+    from tests.e2e.test_lb_haproxy import haproxy_inventory
+
+    inventory, (sock,) = haproxy_inventory(
+        tmp_path, InventorySpec(nodes=2, rollout={"strategy": "window", "window": 1, "min_healthy": 1})
+    )
+    f = farm(inventory)
+    run = f.run()
+    assert run.code == ExitCode.SUCCEEDED, run.stdout + run.stderr
+    assert runtime(sock, "set server web/web-01 state maint").strip() == ""
+
+    status = subprocess.run(
+        [sys.executable, "-m", "orchestrator", "status", str(f.inventory), "--live"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=_env(),
+        check=False,
+    )
+    assert status.returncode == 0, status.stderr
+    lines = status.stdout.splitlines()
+    header = next(i for i, line in enumerate(lines) if line.startswith("node") and "balancer" in line)
+    rows = {line[2:].split()[0]: line for line in lines[header + 1 : -1]}
+    assert rows["web-01"].startswith("! web-01")
+    assert "out (MAINT)" in rows["web-01"] and rows["web-01"].endswith("rotation: journal in, balancer out")
+    assert rows["web-02"].startswith("  web-02") and "in (UP" in rows["web-02"]
+    assert rows["web-02"].rstrip().endswith("as recorded")
+    assert lines[-1] == "1 of 2 nodes differ from the journal"
