@@ -172,7 +172,7 @@ class LockHeld(JournalError):
         beat = f", last beat {last_beat.isoformat()}" if last_beat is not None else ""
         super().__init__(
             f"run {run_id} ({who}pid {pid} on {host}, since {since.isoformat()}{beat}) "
-            "holds this inventory's lock"
+            "holds the lease on this farm's hosts"
         )
         self.pid = pid
         self.host = host
@@ -315,6 +315,9 @@ def _retried(method: Callable[P, R]) -> Callable[P, R]:
         while True:
             try:
                 result = method(*args, **kwargs)
+            except StoreError as exc:
+                # The server now refuses this controller for good (its password or role changed).
+                raise JournalError(f"the journal {journal.where} refused the connection: {exc}") from None
             except Unavailable as exc:
                 if time.monotonic() + pause > deadline:
                     journal._down = True
@@ -362,9 +365,6 @@ class Journal:
         self.path = Path(self.where) if self.kind == "sqlite" else None
         try:
             self._migrate()
-        except StoreError as exc:
-            self._store.close()
-            raise JournalError(f"the journal {self.where} refused the connection: {exc}") from None
         except BaseException:
             self._store.close()
             raise

@@ -83,7 +83,7 @@ class ExitCode(IntEnum):
     ABORTED_BUDGET = 5  # the failure budget was spent; no new node was started after that
     ABORTED_WINDOW = 6  # the change window would have been overrun; remaining nodes not started
     ABORTED_SIGNAL = 7  # stopped by SIGINT/SIGTERM
-    LOCKED = 8  # another run holds the inventory's lock; nothing was touched
+    LOCKED = 8  # another run holds the lease on the farm's hosts; nothing was touched
     ABORTED_CAPACITY = 9  # too few healthy nodes to go on for too long; remaining nodes not started
 
 

@@ -129,3 +129,32 @@ def test_the_second_controller_is_refused_then_takes_over_a_dead_one(
                 )
                 expected = 2 if name in done_by_a else 1
                 assert count == expected, (name, control, service, count, done_by_a, caught)
+
+
+def test_two_inventories_sharing_a_host_exclude_each_other(farm: Any, tmp_path: Path) -> None:
+    f = farm(InventorySpec(nodes=2, sim=SLOW))
+    # Another team's file: only web-02, under another name and spelling, in the same journal.
+    other = yaml.safe_load(f.inventory.read_text())
+    host = other["nodes"][1]["host"]
+    other["nodes"] = [{"name": "api-02", "host": host.upper() if host.isalpha() else f"::ffff:{host}"}]
+    other_path = tmp_path / "other.yaml"
+    other_path.write_text(yaml.safe_dump(other, sort_keys=False))
+    events = tmp_path / "events.jsonl"
+    first = controller("ctl-a", f.inventory, "--events", str(events))
+    try:
+        wait_for_event(events, time.monotonic() + 60, event="run_started")
+        run_a = json.loads(events.read_text().splitlines()[0])["run_id"]
+        second = controller("ctl-b", other_path)
+        _, refused = second.communicate(timeout=120)
+        assert second.returncode == ExitCode.LOCKED, refused
+        assert f"run {run_a} (controller ctl-a" in refused, refused
+        out, err = first.communicate(timeout=120)
+        assert first.returncode == ExitCode.SUCCEEDED, out + err
+    finally:
+        if first.poll() is None:
+            first.kill()
+            first.communicate()
+    # Released at the end of the first run: the other inventory's run may go now.
+    again = controller("ctl-b", other_path)
+    out, err = again.communicate(timeout=120)
+    assert again.returncode == ExitCode.SUCCEEDED, out + err
