@@ -71,6 +71,8 @@ async def wait_drained(
     counts: dict[str, int | None] = {"balancer": None, "node": None}
     most: dict[str, int] = {"balancer": 0, "node": 0}
     pace = _paced()
+    loop = asyncio.get_running_loop()
+    end = loop.time() + policy.drain_timeout
 
     async def idle() -> None:
         while True:
@@ -80,10 +82,15 @@ async def wait_drained(
                 most[side] = max(most[side], count or 0)
             if not counts["balancer"] and not counts["node"]:
                 return
+            # The clock judges too, not only the cancellation: on Python 3.11 a call that
+            # answers just as the timeout fires can swallow it (asyncio.wait_for), and the
+            # drain would then wait until the node's whole deadline instead of its own.
+            if loop.time() >= end:
+                raise TimeoutError
             await pace()
 
     try:
-        async with asyncio.timeout(policy.drain_timeout):
+        async with asyncio.timeout_at(end):
             await idle()
     except TimeoutError:
         left = ", ".join(f"{k} {v}" for k, v in counts.items() if v)

@@ -106,7 +106,10 @@ class Session:
             cancel = threading.Event()
             fut = self._worker_for_call().submit(self._invoke_blocking, statements, cancel)
             try:
-                return await asyncio.wait_for(asyncio.shield(fut), timeout)
+                # asyncio.timeout, not wait_for: on Python 3.11 wait_for swallows a cancellation
+                # that arrives just as the call answers, and the caller's own timeout is lost.
+                async with asyncio.timeout(timeout):
+                    return await asyncio.shield(fut)
             except asyncio.CancelledError:
                 # Stopping at once: ask the worker to stop the pipeline, but do not wait for a
                 # blocked request to return. The pool and the worker go with it; a later call opens
@@ -119,7 +122,8 @@ class Session:
                 # and the next call does not race a half-finished one on the same pool.
                 cancel.set()
                 try:
-                    await asyncio.wait_for(asyncio.shield(fut), self.target.operation_timeout + 5)
+                    async with asyncio.timeout(self.target.operation_timeout + 5):
+                        await asyncio.shield(fut)
                 except BaseException:  # we are already failing; the first error wins
                     self._abandon()
                 raise CallTimedOut(

@@ -150,19 +150,23 @@ def test_a_node_that_breaks_during_the_run_counts_against_the_floor_at_once(
 
 
 def test_second_sigint_during_preflight_stops_at_once_with_nothing_touched(farm: Any, tmp_path: Path) -> None:
-    # Every WinRM answer from web-02 takes 1.5 s: its preflight alone takes many seconds.
-    f = farm(InventorySpec(nodes=2, faults={"web-02": [{"kind": "latency", "ms": 1500}]}))
+    # web-02 takes a minute to answer anything: a run that waited for its pending answer (or went
+    # on with its preflight) could not exit within the generous bound below, however loaded the
+    # machine; one that abandons it exits in moments.
+    f = farm(InventorySpec(nodes=2, faults={"web-02": [{"kind": "latency", "ms": 60000}]}))
     events = tmp_path / "events.jsonl"
     proc = f.start_run("--events", str(events), "--report", str(tmp_path / "r.json"))
-    wait_for_phase(events, "web-02", "preflight", time.monotonic() + 30)
-    interrupted = time.monotonic()
-    proc.send_signal(signal.SIGINT)
-    wait_for_line(proc, "stop requested", time.monotonic() + 30)
-    proc.send_signal(signal.SIGINT)
-    proc.communicate(timeout=60)
+    try:
+        wait_for_phase(events, "web-02", "preflight", time.monotonic() + 30)
+        proc.send_signal(signal.SIGINT)
+        wait_for_line(proc, "stop requested", time.monotonic() + 30)
+        proc.send_signal(signal.SIGINT)
+        proc.communicate(timeout=45)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
     assert proc.returncode == ExitCode.ABORTED_SIGNAL
-    # A few of web-02's slow answers at most, not the dozen or so its preflight needs.
-    assert time.monotonic() - interrupted < 10
     report = json.loads((tmp_path / "r.json").read_text())
     assert [n["outcome"] for n in report["nodes"]] == ["not_started", "not_started"]
     assert [e for e in f.events() if e["kind"] == "service_control"] == []
