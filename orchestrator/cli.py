@@ -540,6 +540,16 @@ def _live_status(inv: Any, states: dict[str, NodeState], concurrency: int) -> No
     out.print(summary, markup=False, highlight=False)
 
 
+def left_out_reason(node: NodeState) -> str:
+    """Why a node is out of rotation. A run killed in the middle of a node recorded no reason: its
+    last journalled phase is what the operator can act on (where the next run picks it up)."""
+    if node.reason:
+        return node.reason
+    if node.last_phase:
+        return f"no reason recorded; last journalled: {node.last_phase} {node.last_status or 'started'}"
+    return "no reason recorded"
+
+
 def _follow_up(inv: Any, result: RunResult) -> list[str]:
     """What the operator should know beyond the table: a lock taken from a dead run, the nodes
     out of rotation and why, and what is left to do (or whether the run is still going)."""
@@ -555,7 +565,7 @@ def _follow_up(inv: Any, result: RunResult) -> list[str]:
         for t in takeovers
     ]
     if left_out:
-        reasons = "; ".join(f"{n.name}: {n.reason or 'no reason recorded'}" for n in left_out)
+        reasons = "; ".join(f"{n.name}: {left_out_reason(n)}" for n in left_out)
         lines.append(f"out of rotation: {reasons}")
     if result.outcome == "incomplete":
         if holder is not None and holder[0].run_id == result.run_id and holder[1]:

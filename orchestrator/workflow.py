@@ -285,7 +285,10 @@ class Workflow:
         error: ErrorInfo | None = None
         detail = ""
         try:
-            await asyncio.wait_for(step(), timeout)
+            # asyncio.timeout, not wait_for: on Python 3.11 wait_for swallows a cancellation (a
+            # second SIGINT) that arrives as the phase finishes, and the node would go on.
+            async with asyncio.timeout(timeout):
+                await step()
         except TimeoutError:
             kind = "deadline" if by_deadline else "timed_out"
             what = "node deadline" if by_deadline else f"{phase} timeout"

@@ -378,7 +378,10 @@ def _type_hint(kind: str, value: Any) -> str | None:
             return "expected a string, but the value is empty"
         return None
     if kind in ("int_type", "float_type") and isinstance(value, str):
-        return "expected a number, but the value is a quoted string: remove the quotes"
+        if _reads_as_number(value):
+            return "expected a number, but the value is a quoted string: remove the quotes"
+        # `two`, `20s`: no quotes to remove; the value is text whatever its quoting.
+        return "expected a number, but the value is text (no units: seconds are a plain number)"
     if kind in ("int_type", "float_type") and isinstance(value, bool):
         return "expected a number, not a boolean"
     if kind == "bool_type" and isinstance(value, str):
@@ -388,6 +391,14 @@ def _type_hint(kind: str, value: Any) -> str | None:
     if kind == "list_type":
         return "expected a list" + (", but the value is empty" if value is None else "")
     return None
+
+
+def _reads_as_number(value: str) -> bool:
+    try:
+        float(value.strip())
+    except ValueError:
+        return False
+    return True
 
 
 def _fields_at(model: type[BaseModel], path: PathKey) -> list[str]:

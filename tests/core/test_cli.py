@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import yaml
 from typer.testing import CliRunner
@@ -78,3 +79,28 @@ def test_validate_warns_of_a_change_window_already_over_and_run_refuses_it(tmp_p
     assert refused.exit_code == ExitCode.INVALID_INPUT, refused.output
     assert "the change window ended" in refused.output
     assert not (tmp_path / "journal.sqlite").exists()  # refused before the journal was opened
+
+
+def test_a_node_left_out_by_a_killed_run_names_its_last_journalled_phase() -> None:
+    from orchestrator.cli import left_out_reason
+    from orchestrator.journal import NodeState
+
+    def state(**kw: Any) -> NodeState:
+        base: dict[str, Any] = {
+            "name": "web-01",
+            "host": "h",
+            "group": None,
+            "last_phase": None,
+            "last_status": None,
+            "rotation": "out",
+            "outcome": None,
+            "reason": None,
+            "services": {},
+        }
+        return NodeState(**{**base, **kw})
+
+    # Killed between stop and start: no reason was written, the journal still knows where it was.
+    killed = state(last_phase="stop", last_status="ok")
+    assert left_out_reason(killed) == "no reason recorded; last journalled: stop ok"
+    assert left_out_reason(state(reason="stop failed: W3SVC hung")) == "stop failed: W3SVC hung"
+    assert left_out_reason(state()) == "no reason recorded"

@@ -307,6 +307,12 @@ INVALID = [
         id="negative-timeout",
     ),
     pytest.param(
+        text(defaults=DEFAULTS + "  timeouts: {§stop: 60s}\n"),
+        "defaults.timeouts.stop",
+        "expected a number, but the value is text (no units: seconds are a plain number)",
+        id="timeout-with-a-unit",
+    ),
+    pytest.param(
         text(defaults=DEFAULTS + "  timeouts: {§stop: '60'}\n"),
         "defaults.timeouts.stop",
         "expected a number, but the value is a quoted string: remove the quotes",
