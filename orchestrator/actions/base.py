@@ -164,13 +164,11 @@ async def stop_services(
         except CallTimedOut:
             if not waited:
                 raise
-            # Which service Windows was waiting on, and since when, is not known: each one not
-            # Stopped gets its whole limit from here. A hang is reported late (at most twice the
-            # limit), never a slow chain of services early.
+            # Which stops the cut pipeline got to send is not known: the next round reads the set,
+            # and each service's clock starts with the request the polls send it (Windows answers
+            # 1061 to one already stopping). A hang is reported late (at most twice the limit);
+            # a service further down a slow chain is never timed from before it was asked.
             ctx.note(f"stop round cut short after {timeout:g}s; polling")
-            for name in asked:
-                since.setdefault(name, time.monotonic())
-            accepted.update(asked)
             states = None
         else:
             # The clocks start when the call returns: a stop Windows waited on is Stopped by then,
