@@ -147,13 +147,14 @@ class _Loader:
         self._check_unique(nodes, origins)
         self._check_rollout()
         self._check_load_balancer()
+        balancers = self._balancers()
         return Inventory(
             path=Path(self.doc.file),
             nodes=tuple(nodes),
             groups=dict(self.raw.groups),
             rollout=self.raw.rollout,
-            load_balancer=self._balancers()[0],
-            load_balancers=tuple(self._balancers()),
+            load_balancer=balancers[0],
+            load_balancers=tuple(balancers),
             journal=self._journal(),
             warnings=tuple(self.warnings),
             _document=self.doc,
@@ -328,7 +329,14 @@ class _Loader:
             raise self.fail(("journal",), str(exc)) from None
 
     def _balancers(self) -> list[LoadBalancer]:
-        return list(self.raw.load_balancers) or [self.raw.load_balancer]
+        return [self._beside(lb) for lb in (list(self.raw.load_balancers) or [self.raw.load_balancer])]
+
+    def _beside(self, lb: LoadBalancer) -> LoadBalancer:
+        """A relative CA bundle of the http driver is beside the inventory, like every other path."""
+        if lb.http is None or lb.http.ca_file is None:
+            return lb
+        ca_file = str(self.beside_inventory(lb.http.ca_file))
+        return lb.model_copy(update={"http": lb.http.model_copy(update={"ca_file": ca_file})})
 
     def _check_load_balancer(self) -> None:
         if self.raw.load_balancers and "load_balancer" in self.raw.model_fields_set:

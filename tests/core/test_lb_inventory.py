@@ -104,3 +104,15 @@ def test_http_settings_need_each_operation_once() -> None:
     with pytest.raises(SourceError) as err:
         parse_inventory(text(extra=typo), "/tmp/inv.yaml")
     assert "did you mean {lb_name}" in str(err.value) and "load_balancer.http.drain.body" in str(err.value)
+
+
+def test_the_http_drivers_ca_file_is_beside_the_inventory_like_every_other_path() -> None:
+    http = (
+        "load_balancer:\n  driver: http\n  http:\n"
+        "    drain_url: https://lb/d\n    ready_url: https://lb/r\n    status_url: https://lb/s\n"
+        "    ca_file: certs/lb-ca.pem\n"
+    )
+    inv = parse_inventory(text(extra=http), "/srv/farm/inv.yaml")
+    assert inv.load_balancer.http is not None
+    assert inv.load_balancer.http.ca_file == "/srv/farm/certs/lb-ca.pem"
+    assert inv.load_balancers == (inv.load_balancer,)
