@@ -3,6 +3,7 @@ orchestrator run through its command line against it, over real sockets."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import selectors
@@ -309,6 +310,17 @@ def start_farm(
         raise
     f.describe = json.loads(describe.read_text())
     return f
+
+
+@contextlib.contextmanager
+def killed_on_exit(proc: subprocess.Popen[str]) -> Iterator[subprocess.Popen[str]]:
+    """The run, killed on the way out if it is still going (a test that failed before it ended)."""
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
 
 
 def stop_farm(f: Farm) -> None:

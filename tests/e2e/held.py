@@ -13,14 +13,16 @@ import urllib.request
 from dataclasses import dataclass
 from typing import Any
 
+HOLD_KEY = "drain-test"
+
 
 @dataclass
-class HeldRequest:
-    """One request held by the site until released; `status` and `ended` (wall clock) afterwards."""
+class SlowRequest:
+    """One request in a thread; `status` and `ended` (wall clock) once it has an outcome. The site
+    answers `/slow?seconds=N` after a set time (for a run killed mid-drain: nobody has to release it)."""
 
-    via: str  # ADDR:PORT the request goes through (a node's site, or the balancer's frontend)
-    node: str  # ADDR:PORT of the node's site that holds it (where the release goes)
-    key: str = "drain-test"
+    url: str
+    timeout: float = 30
     status: int | None = None
     ended: float | None = None
     error: str | None = None
@@ -28,7 +30,7 @@ class HeldRequest:
     def start(self) -> threading.Thread:
         def run() -> None:
             try:
-                with urllib.request.urlopen(f"http://{self.via}/slow?hold={self.key}", timeout=60) as resp:
+                with urllib.request.urlopen(self.url, timeout=self.timeout) as resp:
                     resp.read()
                     self.status = resp.status
             except OSError as exc:
@@ -38,6 +40,14 @@ class HeldRequest:
         thread = threading.Thread(target=run, daemon=True)
         thread.start()
         return thread
+
+
+@dataclass
+class HeldRequest(SlowRequest):
+    """One request the site holds (`/slow?hold=KEY`) until `release`."""
+
+    node: str = ""  # ADDR:PORT of the node's site that holds it (where the release goes)
+    key: str = HOLD_KEY
 
     def release(self) -> None:
         with urllib.request.urlopen(f"http://{self.node}/release?key={self.key}", timeout=10) as resp:
@@ -57,31 +67,6 @@ def in_flight_on(f: Any, node: str) -> int:
     return len(output)
 
 
-@dataclass
-class SlowRequest:
-    """One request the site answers after a set time (`/slow?seconds=N`), in a thread; `status` and
-    `ended` (wall clock) once it has an outcome. For a run killed mid-drain: nobody has to release it."""
-
-    url: str
-    status: int | None = None
-    ended: float | None = None
-    error: str | None = None
-
-    def start(self) -> threading.Thread:
-        def run() -> None:
-            try:
-                with urllib.request.urlopen(self.url, timeout=30) as resp:
-                    resp.read()
-                    self.status = resp.status
-            except OSError as exc:
-                self.error = repr(exc)
-            self.ended = time.time()
-
-        thread = threading.Thread(target=run, daemon=True)
-        thread.start()
-        return thread
-
-
 def wait_in_flight(f: Any, node: str, count: int) -> None:
     deadline = time.monotonic() + 15
     while in_flight_on(f, node) < count:
@@ -90,11 +75,12 @@ def wait_in_flight(f: Any, node: str, count: int) -> None:
 
 def hold_one(f: Any, via: str) -> tuple[HeldRequest, threading.Thread]:
     """A request held on web-01 (the first node), through `via`, confirmed in flight there."""
-    held = HeldRequest(via, f"{f.describe['nodes'][0]['address']}:8080")
+    # `via` is a node's site or the balancer's frontend; the release goes to the node that holds it.
+    held = HeldRequest(
+        f"http://{via}/slow?hold={HOLD_KEY}", timeout=60, node=f"{f.describe['nodes'][0]['address']}:8080"
+    )
     thread = held.start()
-    deadline = time.monotonic() + 15
-    while in_flight_on(f, "web-01") < 1:
-        assert time.monotonic() < deadline, "the request never reached web-01"
+    wait_in_flight(f, "web-01", 1)
     return held, thread
 
 

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from orchestrator.results import ExitCode
-from tests.e2e.harness import SLOW, Farm, InventorySpec, _env, wait_for_line, wait_for_phase
+from tests.e2e.harness import SLOW, Farm, InventorySpec, _env, killed_on_exit, wait_for_line, wait_for_phase
 from tests.e2e.test_two_controllers import pg_inventory
 from tests.pgserver import PgServer
 
@@ -58,17 +58,13 @@ def test_a_short_database_outage_is_waited_out(farm: Any, tmp_path: Path, own_pg
     events = tmp_path / "events.jsonl"
     report = tmp_path / "report.json"
     proc = start(f, own_pg, "--events", str(events), "--report", str(report))
-    try:
+    with killed_on_exit(proc):
         wait_for_phase(events, "web-02", "stop", time.monotonic() + 60)
         own_pg.stop()
         # The run notices at its next record and waits; the database comes back a moment later.
         wait_for_line(proc, "journal unreachable: retrying", time.monotonic() + 60)
         own_pg.start()
         out, err = proc.communicate(timeout=180)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
     assert proc.returncode == ExitCode.SUCCEEDED, out + err
     assert "journal reachable again" in err
     result = json.loads(report.read_text())
@@ -97,14 +93,10 @@ def test_a_long_outage_stops_the_run_and_the_next_run_repairs(
     events = tmp_path / "events.jsonl"
     report = tmp_path / "report.json"
     proc = start(f, own_pg, "--events", str(events), "--report", str(report))
-    try:
+    with killed_on_exit(proc):
         wait_for_phase(events, "web-01", "stop", time.monotonic() + 60)
         own_pg.stop()
         out, err = proc.communicate(timeout=180)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
     # No node started after the journal was lost; the outcome says why.
     assert proc.returncode == ExitCode.INTERNAL, out + err
     result = json.loads(report.read_text())

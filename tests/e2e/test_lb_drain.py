@@ -15,7 +15,7 @@ import yaml
 from simfarm.load import servers
 
 from orchestrator.results import ExitCode
-from tests.e2e.harness import InventorySpec
+from tests.e2e.harness import InventorySpec, killed_on_exit
 from tests.e2e.held import hold_one, wait_drain_saw
 from tests.e2e.test_lb_haproxy import haproxy_inventory
 
@@ -44,15 +44,11 @@ def test_behind_haproxy_the_drain_waits_for_both_counts(farm: Any, tmp_path: Pat
     since = time.time()
     report = tmp_path / "report.json"
     proc = f.start_run("--report", str(report))
-    try:
+    with killed_on_exit(proc):
         wait_drain_saw(f, since, time.monotonic() + 60)
         assert f.node_events("web-01", "service_control") == []  # held back while the request runs
         held.release()
         out, err = proc.communicate(timeout=90)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
     thread.join(30)
     assert proc.returncode == ExitCode.SUCCEEDED, out + err
     assert held.status == 200, held.error
@@ -84,17 +80,13 @@ def test_drain_timeout_proceed_stops_the_node_anyway(farm: Any, tmp_path: Path) 
     events = tmp_path / "run-events.jsonl"
     report = tmp_path / "report.json"
     proc = f.start_run("--events", str(events), "--report", str(report))
-    try:
+    with killed_on_exit(proc):
         # The farm's own log, not the run's stop phase event: the phase is announced before its
         # first control reaches the node, and a request released in between ends before the stop.
         f.wait_for_farm_event(time.monotonic() + 60, kind="service_control", node="web-01", control="stop")
         # IIS's graceful stop lets the request finish: end it now rather than at shutdownTimeLimit.
         held.release()
         out, err = proc.communicate(timeout=90)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
     thread.join(30)
     assert proc.returncode == ExitCode.SUCCEEDED, out + err
     assert (

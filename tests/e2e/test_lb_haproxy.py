@@ -15,7 +15,7 @@ import yaml
 from simfarm.load import Sampler, generate, runtime, servers
 
 from orchestrator.results import ExitCode
-from tests.e2e.harness import InventorySpec, _blocks, wait_for_line
+from tests.e2e.harness import InventorySpec, _blocks, killed_on_exit, wait_for_line
 from tests.e2e.held import hold_one, wait_drain_saw
 
 # Faster checks than the demo's 1 s so that the suite stays short; same rise/fall logic.
@@ -117,7 +117,7 @@ def test_a_reload_mid_run_gets_the_drain_applied_again(farm: Any, tmp_path: Path
     since = time.time()
     proc = f.start_run()
     new: subprocess.Popen[bytes] | None = None
-    try:
+    with killed_on_exit(proc):
         wait_drain_saw(f, since, time.monotonic() + 60)
         # A reload as systemd does it: a new process takes the sockets over, the old one leaves.
         # No state dump was saved first, so the new process starts with every server ready.
@@ -140,10 +140,6 @@ def test_a_reload_mid_run_gets_the_drain_applied_again(farm: Any, tmp_path: Path
         assert proc.returncode == ExitCode.SUCCEEDED, out + err
         assert "HAProxy reloaded during the run" in err
         assert {r["status"] for r in servers(sock, "web").values()} == {"UP"}
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
         if new is not None:
             new.terminate()
             new.wait(timeout=10)
@@ -218,17 +214,13 @@ def test_a_server_taken_out_by_hand_mid_run_counts_against_the_floor(farm: Any, 
     held, thread = hold_one(f, f"{f.describe['nodes'][0]['address']}:8080")
     since = time.time()
     proc = f.start_run()
-    try:
+    with killed_on_exit(proc):
         wait_drain_saw(f, since, time.monotonic() + 60)
         # web-03 answers its health URL but the balancer no longer sends it anything.
         assert runtime(sock, "set server web/web-03 state maint").strip() == ""
         wait_for_line(proc, "out of rotation in the load balancer", time.monotonic() + 30)
         held.release()
         out, err = proc.communicate(timeout=90)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
     thread.join(30)
     assert proc.returncode == ExitCode.ABORTED_CAPACITY, out + err
     assert run_outcome(f, "web-01") == "done"

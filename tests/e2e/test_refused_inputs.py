@@ -32,6 +32,7 @@ from tests.e2e.harness import (
     Run,
     _blocks,
     _env,
+    killed_on_exit,
     start_farm,
     stop_farm,
     wait_for_phase,
@@ -350,15 +351,11 @@ def test_preflight_of_hundreds_of_silent_hosts_stops_at_the_first_sigterm(
     proc = subprocess.Popen(
         [*cmd, "--report", str(report)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env()
     )
-    try:
+    with killed_on_exit(proc):
         wait_for_phase(events, "n-001", "preflight", time.monotonic() + 60)
         proc.send_signal(signal.SIGTERM)
         # Without the stop, preflight would take 200 / 32 rounds of 120 s timeouts.
         proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
     assert proc.returncode == ExitCode.ABORTED_SIGNAL
     data = json.loads(report.read_text())
     assert {n["outcome"] for n in data["nodes"]} == {"not_started"}

@@ -13,6 +13,7 @@ from tests.e2e.harness import (
     SLOW,
     InventorySpec,
     interrupt_twice_during_stop,
+    killed_on_exit,
     wait_for_event,
     wait_for_line,
     wait_for_phase,
@@ -107,12 +108,8 @@ def test_a_canary_whose_health_does_not_hold_during_the_bake_stops_the_rollout(
     wait_for_event(events, time.monotonic() + 60, event="node_finished", node="web-01")
     # The canary is back and baking; then its site breaks.
     f.client("web-01").execute_ps("Stop-Service -Name W3SVC -Force")
-    try:
+    with killed_on_exit(proc):
         proc.communicate(timeout=120)  # a run that sat through the bake would still be waiting
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
     assert proc.returncode == ExitCode.ABORTED_BUDGET
     report = json.loads((tmp_path / "r.json").read_text())
     nodes = {n["name"]: n for n in report["nodes"]}
@@ -156,16 +153,12 @@ def test_second_sigint_during_preflight_stops_at_once_with_nothing_touched(farm:
     f = farm(InventorySpec(nodes=2, faults={"web-02": [{"kind": "latency", "ms": 60000}]}))
     events = tmp_path / "events.jsonl"
     proc = f.start_run("--events", str(events), "--report", str(tmp_path / "r.json"))
-    try:
+    with killed_on_exit(proc):
         wait_for_phase(events, "web-02", "preflight", time.monotonic() + 30)
         proc.send_signal(signal.SIGINT)
         wait_for_line(proc, "stop requested", time.monotonic() + 30)
         proc.send_signal(signal.SIGINT)
         proc.communicate(timeout=45)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
     assert proc.returncode == ExitCode.ABORTED_SIGNAL
     report = json.loads((tmp_path / "r.json").read_text())
     assert [n["outcome"] for n in report["nodes"]] == ["not_started", "not_started"]
