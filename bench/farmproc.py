@@ -16,9 +16,23 @@ from pathlib import Path
 from typing import Any
 
 import psutil  # type: ignore[import-untyped]
+from simfarm.config import SimConfig
 
 READY_TIMEOUT = 120.0
 STOP_TIMEOUT = 30.0
+SITE_PORT = 8080
+
+
+def restart_defaults() -> dict[str, Any]:
+    """The inventory defaults the rollout benchmarks share: an iis-restart of the farm's own sites."""
+    sim = SimConfig()
+    return {
+        # The simulated farm's own demo account: inline on purpose, as in inventories/demo.yaml.
+        "credentials": {"username": sim.username, "password": sim.password, "inline_password": True},
+        "action": {"type": "iis-restart"},
+        "health": {"url": f"http://{{host}}:{SITE_PORT}/healthz", "retries": 100, "interval": 0.05},
+        "timeouts": {"stop": 30, "start": 30, "verify": 30, "node": 120},
+    }
 
 
 @dataclass

@@ -41,11 +41,9 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from farmproc import FarmProcess, exit_on_sigterm, start_farm, stop_farm
-from simfarm.config import SimConfig
+from farmproc import SITE_PORT, FarmProcess, exit_on_sigterm, restart_defaults, start_farm, stop_farm
 from simfarm.events import read_events
 
-SITE_PORT = 8080
 INSTANT = {"low": 0.0, "high": 0.001}
 CLIENT_TIMEOUT = 900.0
 
@@ -56,16 +54,9 @@ def host_of(index: int) -> str:
 
 
 def write_inventory(path: Path, nodes: int, window: int) -> None:
-    sim = SimConfig()
     inventory = {
         "version": 1,
-        "defaults": {
-            # The simulated farm's own demo account: inline on purpose, as in inventories/demo.yaml.
-            "credentials": {"username": sim.username, "password": sim.password, "inline_password": True},
-            "action": {"type": "iis-restart"},
-            "health": {"url": f"http://{{host}}:{SITE_PORT}/healthz", "retries": 100, "interval": 0.05},
-            "timeouts": {"stop": 30, "start": 30, "verify": 30, "node": 120},
-        },
+        "defaults": restart_defaults(),
         "nodes": [{"name": f"web-{i + 1:04d}", "host": host_of(i)} for i in range(nodes)],
         # What is measured is the cost of a restart, not the safety stops: nothing may hold the run.
         "rollout": {

@@ -51,8 +51,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from farmproc import exit_on_sigterm, start_farm, stop_farm
-from simfarm.config import SimConfig
+from farmproc import SITE_PORT, exit_on_sigterm, restart_defaults, start_farm, stop_farm
 from simfarm.events import read_events as read_farm_events
 
 from orchestrator.inventory import load_inventory
@@ -63,7 +62,6 @@ from orchestrator.rollout import Rollout, RunOptions
 
 # A loopback block of its own, so the bench never shares listeners with tests or the demo.
 BASE_BLOCK = "127.0.8"
-SITE_PORT = 8080
 INSTANT = {"low": 0.0, "high": 0.001}
 SPREAD = {"low": 0.2, "high": 2.0}
 
@@ -76,17 +74,10 @@ def write_inventory(
 ) -> None:
     if not 1 <= nodes <= 254:
         raise SystemExit(f"{nodes} nodes do not fit in {BASE_BLOCK}.1-254")
-    sim = SimConfig()
     names = [f"web-{i:03d}" for i in range(1, nodes + 1)]
     inventory = {
         "version": 1,
-        "defaults": {
-            # The simulated farm's own demo account: inline on purpose, as in inventories/demo.yaml.
-            "credentials": {"username": sim.username, "password": sim.password, "inline_password": True},
-            "action": {"type": "iis-restart"},
-            "health": {"url": f"http://{{host}}:{SITE_PORT}/healthz", "retries": 100, "interval": 0.05},
-            "timeouts": {"stop": 30, "start": 30, "verify": 30, "node": 120},
-        },
+        "defaults": restart_defaults(),
         "nodes": [{"name": n, "host": f"{BASE_BLOCK}.{i}"} for i, n in enumerate(names, 1)],
         # The bench measures the coordinator, not its safety stops: nothing may hold the run back.
         "rollout": {"min_healthy": 0, "failure_budget": {"max_failures": nodes}, **rollout},

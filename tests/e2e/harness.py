@@ -108,9 +108,12 @@ class Farm:
         cmd = [sys.executable, "-m", "orchestrator", command, str(self.inventory), *args]
         return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env())
 
-    def run_status(self) -> str:
-        cmd = [sys.executable, "-m", "orchestrator", "status", str(self.inventory)]
-        return subprocess.run(cmd, capture_output=True, text=True, timeout=60, env=_env(), check=True).stdout
+    def run_status(self, *args: str, timeout: float = 60) -> str:
+        """`orchestrator status` (with `args`, e.g. --live): its stdout; a non-zero exit fails."""
+        cmd = [sys.executable, "-m", "orchestrator", "status", str(self.inventory), *args]
+        status = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=_env(), check=False)
+        assert status.returncode == 0, status.stderr
+        return status.stdout
 
     def run(
         self, *args: str, inventory: Path | None = None, timeout: float = 120, command: str = "run"

@@ -3,13 +3,11 @@ journal, with what was changed by hand since the run marked."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 from orchestrator.results import ExitCode
-from tests.e2e.harness import InventorySpec, _env
+from tests.e2e.harness import InventorySpec
 
 
 def test_live_status_marks_what_changed_on_the_farm_since_the_run(farm: Any) -> None:
@@ -25,16 +23,7 @@ def test_live_status_marks_what_changed_on_the_farm_since_the_run(farm: Any) -> 
     assert not had_errors, streams
     touched_before = len([e for e in f.events() if e["kind"] == "service_control"])
 
-    status = subprocess.run(
-        [sys.executable, "-m", "orchestrator", "status", str(f.inventory), "--live", "--concurrency", "2"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env=_env(),
-        check=False,
-    )
-    assert status.returncode == 0, status.stderr
-    lines = status.stdout.splitlines()
+    lines = f.run_status("--live", "--concurrency", "2", timeout=120).splitlines()
     header = next(i for i, line in enumerate(lines) if line.startswith("node") and "services now" in line)
     rows = {
         line.split()[1] if line.startswith("!") else line.split()[0]: line for line in lines[header + 1 :]
@@ -64,16 +53,7 @@ def test_live_status_reads_haproxy_and_marks_a_server_put_in_maint_by_hand(farm:
     assert run.code == ExitCode.SUCCEEDED, run.stdout + run.stderr
     assert runtime(sock, "set server web/web-01 state maint").strip() == ""
 
-    status = subprocess.run(
-        [sys.executable, "-m", "orchestrator", "status", str(f.inventory), "--live"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env=_env(),
-        check=False,
-    )
-    assert status.returncode == 0, status.stderr
-    lines = status.stdout.splitlines()
+    lines = f.run_status("--live", timeout=120).splitlines()
     header = next(i for i, line in enumerate(lines) if line.startswith("node") and "balancer" in line)
     rows = {line[2:].split()[0]: line for line in lines[header + 1 : -1]}
     assert rows["web-01"].startswith("! web-01")
