@@ -6,7 +6,7 @@ import asyncio
 import json
 import sqlite3
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn
@@ -247,6 +247,10 @@ class _Outputs:
     html: Path | None
     prometheus: Path | None
 
+    def by_option(self) -> dict[str, Path | None]:
+        """Each output under its option's name (`--report`, ...): every one is checked, a new one too."""
+        return {f"--{f.name}": getattr(self, f.name) for f in fields(self)}
+
 
 def _roll(
     inventory: Path,
@@ -273,17 +277,7 @@ def _roll(
     from orchestrator.rollout import Locked, Rollout, RunOptions
 
     inv = _load(inventory)
-    _check_options(
-        inv,
-        log_level,
-        {
-            "--report": outputs.report,
-            "--events": outputs.events,
-            "--junit": outputs.junit,
-            "--html": outputs.html,
-            "--prometheus": outputs.prometheus,
-        },
-    )
+    _check_options(inv, log_level, outputs.by_option())
     _check_named_files(inv)
     configure_logging(log_level)
     state = _resume_state(inv, run_id) if resuming else None
