@@ -110,7 +110,8 @@ class Rollout:
         self._sched: Scheduler | None = None
         self._stopped_because: str | None = None  # why the run ended early, for the report
         self._journal_lost: str | None = None  # the lease or the journal's database is gone: why
-        self._left_by_operator: dict[str, str] = {}  # node -> why the balancer had it out before the run
+        # Nodes the balancer had out before the run (their lifecycle keeps the reason).
+        self._left_by_operator: set[str] = set()
         self._balancer_healthy: dict[str, bool] = {}  # the balancer's own health check before the run
 
     # --- signals ----------------------------------------------------------------------------------
@@ -609,7 +610,7 @@ class Rollout:
             flows[node.name].job.drained_earlier = ours
             if m.admin in ("drain", "maint") and not ours:
                 reason = f"left out by the operator: {m.admin.upper()} in the load balancer before the run"
-                self._left_by_operator[node.name] = reason
+                self._left_by_operator.add(node.name)
                 flow = flows[node.name]
                 flow.result.rotation = "out"
                 flow.send(Skip(reason))
